@@ -1,6 +1,16 @@
-//! Pure decision: visitor + rules + eligibility + fallback policy → route and offer. No I/O.
+//! Pure decision (SPEC §7): visitor + rules + offer availability + fallback policy → route and
+//! target. No I/O; randomness is passed in. `explain` runs the same checks and keeps the reasons.
 
+use std::sync::Arc;
+
+use rand::Rng;
 use serde::{Deserialize, Serialize};
+
+use crate::bandit::FallbackPolicy;
+use crate::rules::matching::Conditions;
+use crate::rules::{Campaign, Offer, RuleSet};
+use crate::template::UrlTemplate;
+use crate::visitor::{QueryParams, Visitor};
 
 /// Which branch of the decision order sent the visitor where it went (SPEC §7).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -26,5 +36,275 @@ impl Route {
 
     pub fn parse(text: &str) -> Option<Route> {
         Route::ALL.into_iter().find(|r| r.as_str() == text)
+    }
+}
+
+/// Whether an offer has reached its cap right now. Kept behind a trait so the decision stays pure:
+/// the server answers from its counters, tests and the simulator from their own state.
+pub trait OfferAvailability {
+    fn is_capped(&self, offer: &Offer) -> bool;
+}
+
+/// Availability when no offer is ever capped.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoCaps;
+
+impl OfferAvailability for NoCaps {
+    fn is_capped(&self, _offer: &Offer) -> bool {
+        false
+    }
+}
+
+/// Everything a decision reads, borrowed for the duration of one click.
+pub struct DecisionInput<'a> {
+    pub rules: &'a RuleSet,
+    pub campaign: &'a Campaign,
+    pub visitor: &'a Visitor,
+    pub params: &'a QueryParams,
+    pub availability: &'a dyn OfferAvailability,
+    pub policy: &'a dyn FallbackPolicy,
+}
+
+/// Where one click goes.
+#[derive(Debug, Clone)]
+pub struct Decision<'a> {
+    pub route: Route,
+    /// The offer chosen; `None` for backlink and bot routes.
+    pub offer: Option<&'a Arc<Offer>>,
+    /// The URL to expand and redirect to.
+    pub target: &'a UrlTemplate,
+}
+
+/// Decides one click: bot → `bot_url`; first matching eligible primary; the policy's choice
+/// among eligible fallbacks; otherwise the backlink.
+pub fn decide<'a>(input: &DecisionInput<'a>, rng: &mut dyn Rng) -> Decision<'a> {
+    let campaign = input.campaign;
+    if input.visitor.bot {
+        return bot_decision(campaign);
+    }
+    for primary in &campaign.primary {
+        if let Some(offer) = input.rules.offer(&primary.offer) {
+            if conditions_pass(&primary.matches, &primary.excludes, input, None)
+                && offer_available(offer, input, None)
+            {
+                return Decision {
+                    route: Route::Primary,
+                    offer: Some(offer),
+                    target: &offer.url,
+                };
+            }
+        }
+    }
+    let eligible = eligible_fallbacks(input);
+    if eligible.is_empty() {
+        return backlink_decision(campaign);
+    }
+    let chosen = input.policy.choose(campaign, input.visitor, &eligible, rng);
+    fallback_decision(input, chosen)
+}
+
+fn bot_decision(campaign: &Campaign) -> Decision<'_> {
+    Decision {
+        route: Route::Bot,
+        offer: None,
+        target: campaign.bot_url.as_ref().unwrap_or(&campaign.backlink),
+    }
+}
+
+fn backlink_decision(campaign: &Campaign) -> Decision<'_> {
+    Decision {
+        route: Route::Backlink,
+        offer: None,
+        target: &campaign.backlink,
+    }
+}
+
+fn fallback_decision<'a>(input: &DecisionInput<'a>, index: usize) -> Decision<'a> {
+    let fallback = &input.campaign.fallback[index];
+    match input.rules.offer(&fallback.offer) {
+        Some(offer) => Decision {
+            route: Route::Fallback,
+            offer: Some(offer),
+            target: &offer.url,
+        },
+        // Validation refuses unknown offers; this only guards against a policy returning junk.
+        None => backlink_decision(input.campaign),
+    }
+}
+
+/// Indexes into `campaign.fallback` of the fallbacks this visitor may get now.
+pub fn eligible_fallbacks(input: &DecisionInput<'_>) -> Vec<usize> {
+    input
+        .campaign
+        .fallback
+        .iter()
+        .enumerate()
+        .filter(|(_, fallback)| {
+            input.rules.offer(&fallback.offer).is_some_and(|offer| {
+                conditions_pass(&fallback.matches, &fallback.excludes, input, None)
+                    && offer_available(offer, input, None)
+            })
+        })
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// `match` passes and `exclude` does not. With `reasons`, every failure is recorded instead of
+/// stopping at the first.
+fn conditions_pass(
+    matches: &Conditions,
+    excludes: &Conditions,
+    input: &DecisionInput<'_>,
+    reasons: Option<&mut Vec<String>>,
+) -> bool {
+    let (visitor, params) = (input.visitor, input.params);
+    match reasons {
+        None => matches.matches_all(visitor, params) && !excludes.matches_any(visitor, params),
+        Some(reasons) => {
+            let before = reasons.len();
+            reasons.extend(matches.failures(visitor, params));
+            reasons.extend(excludes.hits(visitor, params));
+            reasons.len() == before
+        }
+    }
+}
+
+/// The offer itself can take this visitor: not paused, not capped, its own targeting passes.
+fn offer_available(
+    offer: &Offer,
+    input: &DecisionInput<'_>,
+    reasons: Option<&mut Vec<String>>,
+) -> bool {
+    match reasons {
+        None => {
+            !offer.paused
+                && conditions_pass(&offer.matches, &offer.excludes, input, None)
+                && !input.availability.is_capped(offer)
+        }
+        Some(reasons) => {
+            let before = reasons.len();
+            if offer.paused {
+                reasons.push(format!("offer {} paused", offer.id));
+            }
+            if input.availability.is_capped(offer) {
+                reasons.push(format!("offer {} reached its daily cap", offer.id));
+            }
+            let mut own = Vec::new();
+            conditions_pass(&offer.matches, &offer.excludes, input, Some(&mut own));
+            reasons.extend(
+                own.into_iter()
+                    .map(|reason| format!("offer {}: {reason}", offer.id)),
+            );
+            reasons.len() == before
+        }
+    }
+}
+
+/// `explain` output (SPEC §3), also served by `GET /api/explain`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Explanation {
+    pub visitor: Visitor,
+    pub primary: Vec<PrimaryVerdict>,
+    pub fallback: Vec<FallbackVerdict>,
+    pub decision: ExplainedDecision,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PrimaryVerdict {
+    pub offer: String,
+    pub matched: bool,
+    pub reasons: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FallbackVerdict {
+    pub offer: String,
+    pub eligible: bool,
+    pub reasons: Vec<String>,
+    /// Current allocation probability for this visitor's segment; 0 when not eligible.
+    pub share: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ExplainedDecision {
+    pub route: Route,
+    pub offer: Option<String>,
+    pub url: String,
+}
+
+/// Runs every check with its reasons. The decision shown is deterministic: the first eligible
+/// primary, else the fallback with the largest share, else the backlink (bots: the bot URL).
+/// `render` expands the chosen target for the `url` field.
+pub fn explain(
+    input: &DecisionInput<'_>,
+    render: impl Fn(&UrlTemplate, Option<&Offer>) -> String,
+) -> Explanation {
+    let campaign = input.campaign;
+    let mut chosen: Option<Decision<'_>> = input.visitor.bot.then(|| bot_decision(campaign));
+
+    let mut primary = Vec::with_capacity(campaign.primary.len());
+    for rule in &campaign.primary {
+        let mut reasons = Vec::new();
+        if input.visitor.bot {
+            reasons.push("visitor is a bot".to_string());
+        }
+        let offer = input.rules.offer(&rule.offer);
+        conditions_pass(&rule.matches, &rule.excludes, input, Some(&mut reasons));
+        if let Some(offer) = offer {
+            offer_available(offer, input, Some(&mut reasons));
+        }
+        let matched = reasons.is_empty();
+        if matched && chosen.is_none() {
+            chosen = offer.map(|offer| Decision {
+                route: Route::Primary,
+                offer: Some(offer),
+                target: &offer.url,
+            });
+        }
+        primary.push(PrimaryVerdict {
+            offer: rule.offer.clone(),
+            matched,
+            reasons,
+        });
+    }
+
+    let eligible = eligible_fallbacks(input);
+    let shares = if eligible.is_empty() {
+        Vec::new()
+    } else {
+        input.policy.shares(campaign, input.visitor, &eligible)
+    };
+    let mut fallback = Vec::with_capacity(campaign.fallback.len());
+    for (index, rule) in campaign.fallback.iter().enumerate() {
+        let mut reasons = Vec::new();
+        conditions_pass(&rule.matches, &rule.excludes, input, Some(&mut reasons));
+        if let Some(offer) = input.rules.offer(&rule.offer) {
+            offer_available(offer, input, Some(&mut reasons));
+        }
+        let position = eligible.iter().position(|&i| i == index);
+        fallback.push(FallbackVerdict {
+            offer: rule.offer.clone(),
+            eligible: position.is_some(),
+            reasons,
+            share: position.map_or(0.0, |p| shares[p]),
+        });
+    }
+    if chosen.is_none() && !eligible.is_empty() {
+        let best = (0..eligible.len())
+            .max_by(|&a, &b| shares[a].total_cmp(&shares[b]).then(b.cmp(&a)))
+            .expect("eligible is not empty");
+        chosen = Some(fallback_decision(input, eligible[best]));
+    }
+    let chosen = chosen.unwrap_or_else(|| backlink_decision(campaign));
+    let offer = chosen.offer.map(|offer| offer.as_ref());
+    Explanation {
+        visitor: input.visitor.clone(),
+        primary,
+        fallback,
+        decision: ExplainedDecision {
+            route: chosen.route,
+            offer: offer.map(|o| o.id.clone()),
+            url: render(chosen.target, offer),
+        },
     }
 }

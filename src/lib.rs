@@ -1,9 +1,17 @@
 //! smartlink: a self-hosted Smartlink / Backlink offer router.
 
+pub mod bandit;
 pub mod classify;
+pub mod click;
+pub mod click_id;
+pub mod client_ip;
+pub mod clock;
+pub mod config;
 pub mod decide;
+pub mod metrics;
 pub mod money;
 pub mod rules;
 pub mod store;
 pub mod template;
+pub mod tokens;
 pub mod visitor;

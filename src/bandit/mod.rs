@@ -1,0 +1,91 @@
+//! Fallback selection: which eligible fallback a residual visitor gets. The policy is pure
+//! (randomness passed in); the server, `explain` and the simulator call the same code.
+
+use rand::{Rng, RngExt};
+
+use crate::rules::Campaign;
+use crate::visitor::Visitor;
+
+/// Chooses among a campaign's eligible fallbacks for one visitor.
+pub trait FallbackPolicy: Send + Sync {
+    /// Allocation probability of each eligible fallback (same order as `eligible`, which holds
+    /// indexes into `campaign.fallback`); sums to 1 when `eligible` is not empty.
+    fn shares(&self, campaign: &Campaign, visitor: &Visitor, eligible: &[usize]) -> Vec<f64>;
+
+    /// Draws one of `eligible` (returns an element of it). `eligible` is never empty.
+    fn choose(
+        &self,
+        campaign: &Campaign,
+        visitor: &Visitor,
+        eligible: &[usize],
+        rng: &mut dyn Rng,
+    ) -> usize;
+}
+
+/// Traffic split in proportion to the operator's weights: the allocation with no evidence.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WeightedRandom;
+
+impl FallbackPolicy for WeightedRandom {
+    fn shares(&self, campaign: &Campaign, _visitor: &Visitor, eligible: &[usize]) -> Vec<f64> {
+        let total: f64 = eligible.iter().map(|&i| campaign.fallback[i].weight).sum();
+        eligible
+            .iter()
+            .map(|&i| campaign.fallback[i].weight / total)
+            .collect()
+    }
+
+    fn choose(
+        &self,
+        campaign: &Campaign,
+        _visitor: &Visitor,
+        eligible: &[usize],
+        rng: &mut dyn Rng,
+    ) -> usize {
+        draw_weighted(eligible, |i| campaign.fallback[i].weight, rng)
+    }
+}
+
+/// Draws an element of `items` with probability proportional to `weight(item)` (all > 0).
+pub fn draw_weighted(items: &[usize], weight: impl Fn(usize) -> f64, rng: &mut dyn Rng) -> usize {
+    let total: f64 = items.iter().map(|&i| weight(i)).sum();
+    let mut point = rng.random::<f64>() * total;
+    for &item in items {
+        point -= weight(item);
+        if point < 0.0 {
+            return item;
+        }
+    }
+    // Rounding can leave a sliver past the last item.
+    *items.last().expect("items is not empty")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn weighted_draws_follow_the_weights() {
+        let weights = [2.0, 1.0, 1.0];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut counts = [0usize; 3];
+        for _ in 0..40_000 {
+            counts[draw_weighted(&[0, 1, 2], |i| weights[i], &mut rng)] += 1;
+        }
+        let share0 = counts[0] as f64 / 40_000.0;
+        assert!((share0 - 0.5).abs() < 0.01, "{counts:?}");
+        assert!(
+            (counts[1] as f64 / 40_000.0 - 0.25).abs() < 0.01,
+            "{counts:?}"
+        );
+    }
+
+    #[test]
+    fn a_single_item_is_always_drawn() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        for _ in 0..100 {
+            assert_eq!(draw_weighted(&[4], |_| 1.0, &mut rng), 4);
+        }
+    }
+}
