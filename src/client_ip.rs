@@ -155,3 +155,34 @@ mod tests {
         check("::ffff:203.0.113.9", None, None, &[], "203.0.113.9");
     }
 }
+
+/// The address as stored when `anonymize_ip` is set: IPv4 to its /24, IPv6 to its /48.
+pub fn anonymize(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            IpAddr::from([a, b, c, 0])
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::from([s[0], s[1], s[2], 0, 0, 0, 0, 0])
+        }
+    }
+}
+
+#[cfg(test)]
+mod anonymize_tests {
+    use super::*;
+
+    #[test]
+    fn anonymized_addresses_keep_only_the_network() {
+        assert_eq!(
+            anonymize("203.0.113.77".parse().unwrap()),
+            "203.0.113.0".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            anonymize("2001:db8:aa:bb:cc::1".parse().unwrap()),
+            "2001:db8:aa::".parse::<IpAddr>().unwrap()
+        );
+    }
+}

@@ -187,7 +187,17 @@ mod tests {
 
     #[test]
     fn parse_refuses_what_is_not_a_plain_decimal() {
-        for text in ["", "-", "abc", "1.2.3", "1,234.5", "1e5", "NaN", "٣", "99999999999999999"] {
+        for text in [
+            "",
+            "-",
+            "abc",
+            "1.2.3",
+            "1,234.5",
+            "1e5",
+            "NaN",
+            "٣",
+            "99999999999999999",
+        ] {
             assert!(Money::parse(text).is_err(), "{text}");
         }
     }
@@ -208,6 +218,9 @@ mod tests {
     #[test]
     fn scale_by_a_currency_rate_rounds_to_the_millionth() {
         let eur = Money::parse("10").unwrap();
-        assert_eq!(eur.scale_by(Money::parse("1.08").unwrap()), Money(10_800_000));
+        assert_eq!(
+            eur.scale_by(Money::parse("1.08").unwrap()),
+            Money(10_800_000)
+        );
     }
 }
