@@ -6,6 +6,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use serde::{Serialize, Serializer};
+
 use crate::money::Money;
 use crate::rules::matching::Conditions;
 use crate::template::UrlTemplate;
@@ -34,7 +36,8 @@ impl RuleSet {
     }
 }
 
-#[derive(Debug)]
+/// Serializes as the TOML of SPEC §5 is written (`match`, `exclude`), for `GET /api/rules`.
+#[derive(Debug, Serialize)]
 pub struct Offer {
     pub id: String,
     pub url: UrlTemplate,
@@ -42,17 +45,35 @@ pub struct Offer {
     pub payout: Money,
     pub currency: String,
     /// Approved conversions per day in `cap_timezone`, then ineligible until the day rolls over.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub daily_cap: Option<u32>,
     /// IANA zone name; `UTC` when not given.
     pub cap_timezone: String,
     pub paused: bool,
     /// Outside this the offer never gets traffic. Empty = everyone.
+    #[serde(rename = "match")]
     pub matches: Conditions,
     /// Inside this the offer never gets traffic. Empty = no one excluded.
+    #[serde(rename = "exclude")]
     pub excludes: Conditions,
+    /// `cap_timezone`, resolved once at load.
+    #[serde(skip)]
+    pub cap_tz: chrono_tz::Tz,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+impl Offer {
+    /// The calendar day in `cap_timezone` that a moment (Unix seconds) counts against for
+    /// `daily_cap`; shown as `YYYY-MM-DD`.
+    pub fn cap_day(&self, unix_secs: i64) -> chrono::NaiveDate {
+        chrono::DateTime::from_timestamp(unix_secs, 0)
+            .unwrap_or_default()
+            .with_timezone(&self.cap_tz)
+            .date_naive()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum CostModel {
     /// The cost parameter is the price of this click.
     Cpc,
@@ -60,7 +81,16 @@ pub enum CostModel {
     Cpm,
 }
 
-#[derive(Debug)]
+impl CostModel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CostModel::Cpc => "cpc",
+            CostModel::Cpm => "cpm",
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
 pub struct Source {
     pub id: String,
     /// Query parameter carrying the source's own click id (our `external_id`).
@@ -82,7 +112,23 @@ pub enum RedirectKind {
     Meta,
 }
 
-#[derive(Debug)]
+impl RedirectKind {
+    /// As written in the rules: `302` or `meta`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RedirectKind::Found => "302",
+            RedirectKind::Meta => "meta",
+        }
+    }
+}
+
+impl Serialize for RedirectKind {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Serialize)]
 pub struct Campaign {
     pub id: String,
     pub source: String,
@@ -97,18 +143,22 @@ pub struct Campaign {
     pub fallback: Vec<Fallback>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize)]
 pub struct Primary {
     pub offer: String,
+    #[serde(rename = "match")]
     pub matches: Conditions,
+    #[serde(rename = "exclude")]
     pub excludes: Conditions,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize)]
 pub struct Fallback {
     pub offer: String,
     /// > 0; the operator's prior belief.
     pub weight: f64,
+    #[serde(rename = "match")]
     pub matches: Conditions,
+    #[serde(rename = "exclude")]
     pub excludes: Conditions,
 }

@@ -1,8 +1,15 @@
 //! Storage behind one trait: the embedded SQLite store (default) and, later, Redis. The click path
 //! only hands a record over; the store decides when it reaches disk (SPEC §4 `durability`).
 
+mod codec;
+pub mod sqlite;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+
+/// When a handed-over record must be on disk (SPEC §4 `store.durability`); the configuration's
+/// own type, so the server passes it straight through.
+pub use crate::config::Durability;
 
 use crate::decide::Route;
 use crate::money::Money;

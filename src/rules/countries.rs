@@ -1,0 +1,59 @@
+//! ISO 3166-1 alpha-2 country codes, so a typo in a country list is refused at load time
+//! instead of silently matching no one.
+
+/// The officially assigned codes, plus `XK` (Kosovo), which GeoIP databases report.
+const CODES: &str = "\
+AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ \
+BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS BT BV BW BY BZ \
+CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ \
+DE DJ DK DM DO DZ \
+EC EE EG EH ER ES ET \
+FI FJ FK FM FO FR \
+GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU GW GY \
+HK HM HN HR HT HU \
+ID IE IL IM IN IO IQ IR IS IT \
+JE JM JO JP \
+KE KG KH KI KM KN KP KR KW KY KZ \
+LA LB LC LI LK LR LS LT LU LV LY \
+MA MC MD ME MF MG MH MK ML MM MN MO MP MQ MR MS MT MU MV MW MX MY MZ \
+NA NC NE NF NG NI NL NO NP NR NU NZ \
+OM \
+PA PE PF PG PH PK PL PM PN PR PS PT PW PY \
+QA \
+RE RO RS RU RW \
+SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ \
+TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ \
+UA UG UM US UY UZ \
+VA VC VE VG VI VN VU \
+WF WS \
+XK \
+YE YT \
+ZA ZM ZW";
+
+/// Whether `code` (upper case) is a country the GeoIP databases can report.
+pub(crate) fn is_country(code: &str) -> bool {
+    code.len() == 2 && CODES.split(' ').any(|c| c == code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_list_has_every_assigned_code_once_in_order() {
+        let codes: Vec<&str> = CODES.split(' ').collect();
+        assert_eq!(codes.len(), 249 + 1);
+        assert!(codes.windows(2).all(|w| w[0] < w[1]));
+        assert!(codes.iter().all(|c| c.len() == 2));
+    }
+
+    #[test]
+    fn real_codes_pass_and_lookalikes_do_not() {
+        for code in ["US", "GB", "DE", "XK", "SS", "ZW"] {
+            assert!(is_country(code), "{code}");
+        }
+        for code in ["UK", "EU", "XX", "us", "USA", ""] {
+            assert!(!is_country(code), "{code}");
+        }
+    }
+}

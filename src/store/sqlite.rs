@@ -1,0 +1,1429 @@
+//! The embedded store (SPEC §14): one SQLite file in WAL mode. A single writer thread
+//! group-commits whatever the request path handed over; reads use their own connections.
+//!
+//! Durability: both modes use WAL, so a committed transaction survives `kill -9` of the process
+//! even before it reaches the platter (it sits in the OS page cache). `batched` therefore runs
+//! `synchronous=NORMAL`, which only risks the last commits on power loss or an OS crash. `strict`
+//! runs `synchronous=FULL`, which fsyncs the WAL at every commit: a user who asks that nothing
+//! answered be lost gets that against power loss too, and group commit spreads one fsync over
+//! every click that arrived meanwhile.
+//!
+//! Checkpoints (copying the WAL back into the database file, with an fsync) run on a thread of
+//! their own, so the writer never stalls behind one and `batched` keeps its 10 ms promise.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row};
+use rusqlite::{types::Type, TransactionBehavior};
+use tokio::sync::oneshot;
+
+use super::codec;
+use super::{ClickRecord, Durability, Store, StoreError, StoreStats};
+use crate::money::Money;
+use crate::visitor::Visitor;
+
+/// Marks the file as ours (`PRAGMA application_id`), so we never add tables to someone else's.
+const APPLICATION_ID: i32 = 0x534c_4e4b;
+
+/// Migration `i` takes the schema from version `i` to `i + 1` (`PRAGMA user_version`).
+const MIGRATIONS: &[&str] = &[
+    // The click id is the key: ids start with their timestamp, so new rows land at the end of
+    // the tree and no second index on the id is needed. Repeated strings (campaign, offer, ISP,
+    // browser version, ...) are interned in `names`; vocabularies are small integer codes
+    // (see `codec`), the address is raw octets and the parameters one form-encoded string.
+    "CREATE TABLE names (
+        id   INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE
+    );
+    CREATE TABLE clicks (
+        id              TEXT PRIMARY KEY NOT NULL,
+        ts              INTEGER NOT NULL,
+        campaign        INTEGER NOT NULL,
+        source          INTEGER NOT NULL,
+        offer           INTEGER,
+        route           INTEGER NOT NULL,
+        external_id     TEXT,
+        cost            INTEGER,
+        country         TEXT,
+        region          INTEGER,
+        city            INTEGER,
+        asn             INTEGER,
+        isp             INTEGER,
+        carrier         INTEGER,
+        connection      INTEGER NOT NULL,
+        os              INTEGER NOT NULL,
+        os_version      INTEGER,
+        browser         INTEGER,
+        browser_version INTEGER,
+        device          INTEGER NOT NULL,
+        bot             INTEGER NOT NULL,
+        language        TEXT,
+        ip              BLOB,
+        params          TEXT
+    ) WITHOUT ROWID;
+    CREATE INDEX clicks_by_ts ON clicks(ts);
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY NOT NULL,
+        value
+    ) WITHOUT ROWID;",
+];
+
+const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Records per transaction. Large enough that a burst becomes a handful of commits, small enough
+/// that one commit stays well inside the 10 ms `batched` promise.
+const MAX_BATCH: usize = 512;
+/// About six seconds of a busy router's clicks: room for a slow disk to catch up, while a dead
+/// one cannot grow memory without bound.
+const QUEUE_CAPACITY: usize = 1 << 16;
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// Rows deleted per retention step; writes are interleaved between steps.
+const PRUNE_STEP: i64 = 1000;
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// Only if the checkpoint thread falls behind does the writer checkpoint itself (128 MiB of WAL).
+const BACKSTOP_AUTOCHECKPOINT_PAGES: i64 = 32_768;
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+const MAX_IDLE_READERS: usize = 4;
+const WRITE_ATTEMPTS: u32 = 3;
+const NAME_CACHE_LIMIT: usize = 100_000;
+
+/// The SQLite store. Cheap to share behind an `Arc`; dropping it commits what is queued and waits
+/// for its threads to finish.
+pub struct SqliteStore {
+    path: PathBuf,
+    durability: Durability,
+    ops: SyncSender<Op>,
+    shared: Arc<Shared>,
+    readers: Arc<Readers>,
+    writer: Option<JoinHandle<()>>,
+    checkpointer: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
+}
+
+/// State the request path and the writer thread both touch.
+struct Shared {
+    /// Clicks handed over but not yet committed, so a postback right behind its click finds it.
+    pending: Mutex<HashMap<Box<str>, Arc<ClickRecord>>>,
+    queued: AtomicU64,
+    committed: AtomicU64,
+    commits: AtomicU64,
+    commit_micros_total: AtomicU64,
+    failed: AtomicU64,
+    last_overflow_log_ms: AtomicI64,
+}
+
+/// One message to the writer thread. New record kinds (conversions, the outbound postback queue,
+/// counters) become new `WriteKind`s and share the same group commit.
+enum Op {
+    Write(Write),
+    Control(Control),
+    /// Sent once, by `Drop`, behind everything else.
+    Shutdown,
+}
+
+/// Messages answered after the writes that arrived with them are committed.
+enum Control {
+    /// Answered once everything sent before it is committed.
+    Flush(oneshot::Sender<Result<(), StoreError>>),
+    Ping(oneshot::Sender<Result<(), StoreError>>),
+    /// Answered with the number of clicks deleted once the retention run it joins is done.
+    Prune(oneshot::Sender<Result<u64, StoreError>>),
+}
+
+struct Write {
+    kind: WriteKind,
+    /// Present when the sender waits for the commit (`strict`).
+    done: Option<oneshot::Sender<Result<(), StoreError>>>,
+}
+
+enum WriteKind {
+    Click(Arc<ClickRecord>),
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, migrates its schema and starts the
+    /// writer. Clicks older than `retention` are deleted at start and hourly.
+    pub fn open(
+        path: &Path,
+        durability: Durability,
+        retention: Duration,
+    ) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_with_queue(path, durability, retention, QUEUE_CAPACITY)
+    }
+
+    fn open_with_queue(
+        path: &Path,
+        durability: Durability,
+        retention: Duration,
+        queue_capacity: usize,
+    ) -> Result<SqliteStore, StoreError> {
+        let fail = |err: String| {
+            StoreError::Unavailable(format!(
+                "cannot open SQLite store {}: {err}",
+                path.display()
+            ))
+        };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| fail(format!("cannot create {}: {e}", parent.display())))?;
+        }
+        let mut conn = open_writer(path, durability).map_err(fail)?;
+        migrate(&mut conn).map_err(fail)?;
+
+        let readers = Arc::new(Readers {
+            path: path.to_owned(),
+            idle: Mutex::new(Vec::new()),
+        });
+        let first_reader = readers.open().map_err(|e| fail(e.to_string()))?;
+        lock(&readers.idle).push(first_reader);
+        let checkpoint_conn = open_checkpointer(path, durability).map_err(fail)?;
+
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(HashMap::new()),
+            queued: AtomicU64::new(0),
+            committed: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
+            commit_micros_total: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            last_overflow_log_ms: AtomicI64::new(i64::MIN),
+        });
+        let (ops, receiver) = mpsc::sync_channel(queue_capacity);
+        let writer = Writer {
+            conn,
+            ops: receiver,
+            shared: Arc::clone(&shared),
+            names: HashMap::new(),
+            retention_ms: i64::try_from(retention.as_millis()).unwrap_or(i64::MAX),
+            health: Ok(()),
+            prune: None,
+        };
+        let writer = std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|e| fail(format!("cannot start the writer thread: {e}")))?;
+        let (stop, stopped) = mpsc::channel();
+        let checkpointer = std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || run_checkpoints(checkpoint_conn, stopped))
+            .map_err(|e| fail(format!("cannot start the checkpoint thread: {e}")))?;
+
+        Ok(SqliteStore {
+            path: path.to_owned(),
+            durability,
+            ops,
+            shared,
+            readers,
+            writer: Some(writer),
+            checkpointer: Some((stop, checkpointer)),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Deletes every click older than the retention period now instead of at the next hourly
+    /// run, and answers how many were deleted. Runs in steps between writes, like the hourly run.
+    pub async fn prune_expired(&self) -> Result<u64, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send_waiting(Op::Control(Control::Prune(reply)))
+            .await?;
+        answer.await.map_err(|_| writer_gone())?
+    }
+
+    /// Hands an op over without ever waiting for room in the queue (the click path).
+    fn send_now(&self, op: Op) -> Result<(), StoreError> {
+        match self.ops.try_send(op) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(StoreError::Unavailable(
+                "SQLite write queue is full (the disk is not keeping up)".into(),
+            )),
+            Err(TrySendError::Disconnected(_)) => Err(writer_gone()),
+        }
+    }
+
+    /// Hands an op over, waiting off the async threads for room if the queue is full (flush and
+    /// maintenance, which must not be refused merely because the queue is busy).
+    async fn send_waiting(&self, op: Op) -> Result<(), StoreError> {
+        match self.ops.try_send(op) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(op)) => {
+                let ops = self.ops.clone();
+                tokio::task::spawn_blocking(move || ops.send(op))
+                    .await
+                    .map_err(|e| StoreError::Internal(e.to_string()))?
+                    .map_err(|_| writer_gone())
+            }
+            Err(TrySendError::Disconnected(_)) => Err(writer_gone()),
+        }
+    }
+
+    fn note_refused(&self, id: &str, err: &StoreError) {
+        let failed = self.shared.failed.fetch_add(1, Ordering::Relaxed) + 1;
+        // One line a second at most: when the queue overflows it does so thousands of times.
+        let now = now_ms();
+        let last = self.shared.last_overflow_log_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= 1000
+            && self
+                .shared
+                .last_overflow_log_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::error!(click = id, failed_total = failed, error = %err, "click not stored");
+        }
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn record_click(&self, click: ClickRecord) -> Result<(), StoreError> {
+        let record = Arc::new(click);
+        let key: Box<str> = record.id.as_str().into();
+        // Into the map before the queue, so the writer's removal after commit cannot come first.
+        lock(&self.shared.pending).insert(key, Arc::clone(&record));
+        self.shared.queued.fetch_add(1, Ordering::Relaxed);
+        let (done, committed) = match self.durability {
+            Durability::Strict => {
+                let (done, committed) = oneshot::channel();
+                (Some(done), Some(committed))
+            }
+            Durability::Batched => (None, None),
+        };
+        let op = Op::Write(Write {
+            kind: WriteKind::Click(Arc::clone(&record)),
+            done,
+        });
+        if let Err(err) = self.send_now(op) {
+            forget_pending(&mut lock(&self.shared.pending), &record);
+            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+            self.note_refused(&record.id, &err);
+            return Err(err);
+        }
+        match committed {
+            Some(committed) => committed.await.map_err(|_| writer_gone())?,
+            None => Ok(()),
+        }
+    }
+
+    async fn click(&self, id: &str) -> Result<Option<ClickRecord>, StoreError> {
+        if let Some(record) = lock(&self.shared.pending).get(id) {
+            return Ok(Some(ClickRecord::clone(record)));
+        }
+        let readers = Arc::clone(&self.readers);
+        let id = id.to_owned();
+        tokio::task::spawn_blocking(move || readers.with(|conn| load_click(conn, &id)))
+            .await
+            .map_err(|e| StoreError::Internal(e.to_string()))?
+            .map_err(store_error)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send_now(Op::Control(Control::Ping(reply)))?;
+        match tokio::time::timeout(PING_TIMEOUT, answer).await {
+            Ok(answer) => answer.map_err(|_| writer_gone())?,
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "SQLite writer did not answer within {} ms",
+                PING_TIMEOUT.as_millis()
+            ))),
+        }
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send_waiting(Op::Control(Control::Flush(reply)))
+            .await?;
+        answer.await.map_err(|_| writer_gone())?
+    }
+
+    fn stats(&self) -> StoreStats {
+        let shared = &self.shared;
+        StoreStats {
+            queued: shared.queued.load(Ordering::Relaxed),
+            committed: shared.committed.load(Ordering::Relaxed),
+            commits: shared.commits.load(Ordering::Relaxed),
+            commit_micros_total: shared.commit_micros_total.load(Ordering::Relaxed),
+            failed: shared.failed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Queued behind every write already sent, so the writer commits those before it stops.
+        let _ = self.ops.send(Op::Shutdown);
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+        if let Some((stop, checkpointer)) = self.checkpointer.take() {
+            let _ = stop.send(());
+            let _ = checkpointer.join();
+        }
+    }
+}
+
+fn writer_gone() -> StoreError {
+    StoreError::Unavailable("SQLite writer thread has stopped".into())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The guarded maps stay consistent across a panic (single inserts and removes), so a
+    // poisoned lock is still safe to use and better than failing every later click.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn forget_pending(pending: &mut HashMap<Box<str>, Arc<ClickRecord>>, record: &Arc<ClickRecord>) {
+    // Only this very record: a later one with the same id must stay findable.
+    if pending
+        .get(record.id.as_str())
+        .is_some_and(|held| Arc::ptr_eq(held, record))
+    {
+        pending.remove(record.id.as_str());
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn store_error(err: rusqlite::Error) -> StoreError {
+    store_error_ref(&err)
+}
+
+fn store_error_ref(err: &rusqlite::Error) -> StoreError {
+    match err.sqlite_error_code() {
+        Some(
+            ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::CannotOpen
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::DiskFull
+            | ErrorCode::ReadOnly
+            | ErrorCode::PermissionDenied
+            | ErrorCode::OutOfMemory,
+        ) => StoreError::Unavailable(err.to_string()),
+        _ => StoreError::Internal(err.to_string()),
+    }
+}
+
+fn open_writer(path: &Path, durability: Durability) -> Result<Connection, String> {
+    let conn = Connection::open(path).map_err(|e| e.to_string())?;
+    let setup = || -> rusqlite::Result<String> {
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let mode: String =
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+        conn.pragma_update(None, "synchronous", synchronous(durability))?;
+        conn.pragma_update(None, "wal_autocheckpoint", BACKSTOP_AUTOCHECKPOINT_PAGES)?;
+        conn.pragma_update(None, "journal_size_limit", 64_i64 << 20)?;
+        // Negative means KiB: enough to keep the hot end of the trees in memory.
+        conn.pragma_update(None, "cache_size", -8192_i64)?;
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
+        conn.set_prepared_statement_cache_capacity(32);
+        Ok(mode)
+    };
+    let mode = setup().map_err(|e| e.to_string())?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(format!(
+            "the file system does not support WAL mode (journal_mode stayed `{mode}`)"
+        ));
+    }
+    Ok(conn)
+}
+
+fn open_checkpointer(path: &Path, durability: Durability) -> Result<Connection, String> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| e.to_string())?;
+    // A checkpoint's fsyncs follow the connection's own `synchronous`.
+    conn.pragma_update(None, "synchronous", synchronous(durability))
+        .map_err(|e| e.to_string())?;
+    Ok(conn)
+}
+
+fn synchronous(durability: Durability) -> &'static str {
+    match durability {
+        Durability::Batched => "NORMAL",
+        Durability::Strict => "FULL",
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), String> {
+    let text = |e: rusqlite::Error| e.to_string();
+    let application: i32 = conn
+        .pragma_query_one(None, "application_id")
+        .map_err(text)?;
+    if application != 0 && application != APPLICATION_ID {
+        return Err(format!(
+            "not a smartlink database (application_id {application:#x})"
+        ));
+    }
+    loop {
+        // Version read inside the write lock: two processes opening a new file at once must not
+        // both create the tables.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(text)?;
+        let version: i64 = tx.pragma_query_one(None, "user_version").map_err(text)?;
+        if version > SCHEMA_VERSION {
+            return Err(format!(
+                "schema version {version} was written by a newer smartlink (this one knows up to \
+                 {SCHEMA_VERSION})"
+            ));
+        }
+        if version == SCHEMA_VERSION {
+            return Ok(());
+        }
+        if version == 0 {
+            let tables: i64 = tx
+                .query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get(0))
+                .map_err(text)?;
+            if tables > 0 {
+                return Err("holds tables of another application; refusing to add ours".into());
+            }
+        }
+        let index = usize::try_from(version).map_err(|e| e.to_string())?;
+        tx.execute_batch(MIGRATIONS[index])
+            .map_err(|e| format!("schema migration to version {}: {e}", version + 1))?;
+        tx.pragma_update(None, "user_version", version + 1)
+            .map_err(text)?;
+        tx.pragma_update(None, "application_id", APPLICATION_ID)
+            .map_err(text)?;
+        tx.commit().map_err(text)?;
+    }
+}
+
+fn run_checkpoints(conn: Connection, stop: Receiver<()>) {
+    let mut failing = false;
+    while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
+        // PASSIVE never waits for readers or the writer; frames it cannot copy now wait for the
+        // next round.
+        let outcome = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+            row.get::<_, i64>(0)
+        });
+        match outcome {
+            Ok(_) if failing => {
+                failing = false;
+                tracing::info!("SQLite checkpoints work again");
+            }
+            Ok(_) => {}
+            Err(err) if !failing => {
+                failing = true;
+                tracing::error!(error = %err, "SQLite checkpoint failed");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// Read connections, reused so a lookup does not pay for opening the file.
+struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Readers {
+    fn open(&self) -> rusqlite::Result<Connection> {
+        // Read-write with `query_only` rather than read-only: a read-only connection cannot
+        // recover a WAL index left behind by a crashed writer.
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.pragma_update(None, "query_only", true)?;
+        Ok(conn)
+    }
+
+    fn with<T>(
+        &self,
+        work: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        let idle = lock(&self.idle).pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => self.open()?,
+        };
+        let result = work(&conn);
+        let mut idle = lock(&self.idle);
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(conn);
+        }
+        result
+    }
+}
+
+const SELECT_CLICK: &str = "
+    SELECT c.id, c.ts, cam.name, src.name, c.external_id, c.cost, ofr.name, c.route,
+           c.country, reg.name, cty.name, c.asn, isp.name, car.name, c.connection,
+           c.os, osv.name, br.name, brv.name, c.device, c.bot, c.language, c.ip, c.params
+    FROM clicks c
+    JOIN names cam ON cam.id = c.campaign
+    JOIN names src ON src.id = c.source
+    LEFT JOIN names ofr ON ofr.id = c.offer
+    LEFT JOIN names reg ON reg.id = c.region
+    LEFT JOIN names cty ON cty.id = c.city
+    LEFT JOIN names isp ON isp.id = c.isp
+    LEFT JOIN names car ON car.id = c.carrier
+    LEFT JOIN names osv ON osv.id = c.os_version
+    LEFT JOIN names br  ON br.id  = c.browser
+    LEFT JOIN names brv ON brv.id = c.browser_version
+    WHERE c.id = ?1";
+
+fn load_click(conn: &Connection, id: &str) -> rusqlite::Result<Option<ClickRecord>> {
+    conn.prepare_cached(SELECT_CLICK)?
+        .query_row([id], click_from_row)
+        .optional()
+}
+
+fn click_from_row(row: &Row<'_>) -> rusqlite::Result<ClickRecord> {
+    fn coded<T>(row: &Row<'_>, idx: usize, decode: fn(i64) -> Option<T>) -> rusqlite::Result<T> {
+        let code: i64 = row.get(idx)?;
+        decode(code).ok_or(rusqlite::Error::IntegralValueOutOfRange(idx, code))
+    }
+    let ip = codec::decode_ip(row.get_ref(22)?).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(22, Type::Blob, "not an IP address".into())
+    })?;
+    let params: Option<String> = row.get(23)?;
+    Ok(ClickRecord {
+        id: row.get(0)?,
+        ts_ms: row.get(1)?,
+        campaign: row.get(2)?,
+        source: row.get(3)?,
+        external_id: row.get(4)?,
+        cost: row.get::<_, Option<i64>>(5)?.map(Money::from_micros),
+        offer: row.get(6)?,
+        route: coded(row, 7, codec::route_from_code)?,
+        visitor: Visitor {
+            // Only the stored (possibly anonymized) address is kept; see `ClickRecord::ip`.
+            ip: ip.parse().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            country: row.get(8)?,
+            region: row.get(9)?,
+            city: row.get(10)?,
+            asn: row.get(11)?,
+            isp: row.get(12)?,
+            carrier: row.get(13)?,
+            connection: coded(row, 14, codec::connection_from_code)?,
+            os: coded(row, 15, codec::os_from_code)?,
+            os_version: row.get(16)?,
+            browser: row.get(17)?,
+            browser_version: row.get(18)?,
+            device: coded(row, 19, codec::device_from_code)?,
+            bot: row.get(20)?,
+            language: row.get(21)?,
+        },
+        ip,
+        params: codec::decode_params(params.as_deref()),
+    })
+}
+
+/// Owns the write connection; the only thread that writes.
+struct Writer {
+    conn: Connection,
+    ops: Receiver<Op>,
+    shared: Arc<Shared>,
+    /// Interned name → `names.id`. Cleared whenever a transaction rolls back, since ids handed
+    /// out inside it no longer exist.
+    names: HashMap<String, i64>,
+    retention_ms: i64,
+    /// Outcome of the last write transaction, reported by `ping` and `flush`.
+    health: Result<(), String>,
+    prune: Option<PruneRun>,
+}
+
+struct PruneRun {
+    cutoff_ms: i64,
+    deleted: u64,
+    waiters: Vec<oneshot::Sender<Result<u64, StoreError>>>,
+}
+
+impl Writer {
+    fn run(mut self) {
+        let mut next_prune = Instant::now();
+        loop {
+            if self.prune.is_none() && Instant::now() >= next_prune {
+                self.start_prune(None);
+                next_prune = Instant::now() + PRUNE_EVERY;
+            }
+            // While a retention run is under way, only look at the queue; otherwise sleep until
+            // the next run is due.
+            let wait = if self.prune.is_some() {
+                Duration::ZERO
+            } else {
+                next_prune.saturating_duration_since(Instant::now())
+            };
+            match self.ops.recv_timeout(wait) {
+                Ok(first) => {
+                    if !self.handle(first) {
+                        return;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            self.prune_step();
+        }
+    }
+
+    /// Takes `first` and whatever else is already queued, commits the writes among them in one
+    /// transaction, then answers the control messages. Returns false on shutdown.
+    fn handle(&mut self, first: Op) -> bool {
+        let mut writes = Vec::new();
+        let mut replies = Vec::new();
+        let mut keep_running = true;
+        let mut next = Some(first);
+        while let Some(op) = next {
+            match op {
+                Op::Write(write) => writes.push(write),
+                Op::Shutdown => {
+                    keep_running = false;
+                    break;
+                }
+                Op::Control(control) => replies.push(control),
+            }
+            if writes.len() >= MAX_BATCH {
+                break;
+            }
+            next = self.ops.try_recv().ok();
+        }
+        self.commit(writes);
+        for reply in replies {
+            match reply {
+                Control::Flush(reply) => {
+                    let _ = reply.send(self.health.clone().map_err(StoreError::Unavailable));
+                }
+                Control::Ping(reply) => {
+                    let _ = reply.send(self.ping());
+                }
+                Control::Prune(reply) => self.start_prune(Some(reply)),
+            }
+        }
+        keep_running
+    }
+
+    fn ping(&mut self) -> Result<(), StoreError> {
+        if self.health.is_err() {
+            // Without traffic no batch would ever show that the disk recovered, and a router
+            // reported not ready gets no traffic: so probe with a write of our own.
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO meta (key, value) VALUES ('last_ping_ms', ?1)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                )
+                .and_then(|mut probe| probe.execute([now_ms()]))
+                .map_err(store_error)?;
+            self.health = Ok(());
+        }
+        self.conn
+            .query_row("SELECT count(*) FROM sqlite_schema", [], |row| {
+                row.get::<_, i64>(0)
+            })
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    fn commit(&mut self, writes: Vec<Write>) {
+        if writes.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let mut attempt = 1;
+        let outcome = loop {
+            match self.transaction(&writes) {
+                Ok(rejected) => break Ok(rejected),
+                Err(err) => {
+                    self.names.clear();
+                    if attempt == WRITE_ATTEMPTS {
+                        break Err(err);
+                    }
+                    tracing::warn!(error = %err, attempt, records = writes.len(), "SQLite write failed; retrying");
+                    std::thread::sleep(Duration::from_millis(20 << attempt));
+                    attempt += 1;
+                }
+            }
+        };
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let count = writes.len() as u64;
+        let rejected = match outcome {
+            Ok(rejected) => {
+                self.health = Ok(());
+                self.shared.commits.fetch_add(1, Ordering::Relaxed);
+                self.shared
+                    .commit_micros_total
+                    .fetch_add(micros, Ordering::Relaxed);
+                rejected
+            }
+            Err(err) => {
+                let message = err.to_string();
+                tracing::error!(error = %message, records = count, first = writes[0].describe(), "SQLite write failed; records lost");
+                self.health = Err(message.clone());
+                vec![Some(message); writes.len()]
+            }
+        };
+        {
+            let mut pending = lock(&self.shared.pending);
+            for write in &writes {
+                match &write.kind {
+                    WriteKind::Click(record) => forget_pending(&mut pending, record),
+                }
+            }
+        }
+        let mut failed = 0;
+        for (write, rejection) in writes.into_iter().zip(rejected) {
+            let result = match rejection {
+                None => Ok(()),
+                Some(message) => {
+                    failed += 1;
+                    if self.health.is_ok() {
+                        tracing::error!(error = %message, record = write.describe(), "record refused by SQLite");
+                    }
+                    Err(if self.health.is_ok() {
+                        StoreError::Internal(message)
+                    } else {
+                        StoreError::Unavailable(message)
+                    })
+                }
+            };
+            if let Some(done) = write.done {
+                let _ = done.send(result);
+            }
+        }
+        self.shared.failed.fetch_add(failed, Ordering::Relaxed);
+        self.shared
+            .committed
+            .fetch_add(count - failed, Ordering::Relaxed);
+        self.shared.queued.fetch_sub(count, Ordering::Relaxed);
+    }
+
+    /// One transaction over the batch. A record SQLite refuses on its own (a duplicate id)
+    /// fails alone; anything else fails the whole batch.
+    fn transaction(&mut self, writes: &[Write]) -> rusqlite::Result<Vec<Option<String>>> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut rejected = Vec::with_capacity(writes.len());
+        for write in writes {
+            let applied = match &write.kind {
+                WriteKind::Click(record) => insert_click(&tx, &mut self.names, record),
+            };
+            match applied {
+                Ok(()) => rejected.push(None),
+                Err(err) if err.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => {
+                    rejected.push(Some(err.to_string()));
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        tx.commit()?;
+        Ok(rejected)
+    }
+
+    fn start_prune(&mut self, waiter: Option<oneshot::Sender<Result<u64, StoreError>>>) {
+        let cutoff_ms = now_ms().saturating_sub(self.retention_ms);
+        let run = self.prune.get_or_insert_with(|| PruneRun {
+            cutoff_ms,
+            deleted: 0,
+            waiters: Vec::new(),
+        });
+        // An explicit request moves the cutoff to now, so it sees everything expired by then.
+        run.cutoff_ms = run.cutoff_ms.max(cutoff_ms);
+        run.waiters.extend(waiter);
+    }
+
+    fn prune_step(&mut self) {
+        let Some(run) = self.prune.as_mut() else {
+            return;
+        };
+        let step = self
+            .conn
+            .prepare_cached(
+                "DELETE FROM clicks WHERE id IN
+                     (SELECT id FROM clicks WHERE ts < ?1 ORDER BY ts LIMIT ?2)",
+            )
+            .and_then(|mut delete| delete.execute(params![run.cutoff_ms, PRUNE_STEP]));
+        let finished = match step {
+            Ok(deleted) => {
+                run.deleted += deleted as u64;
+                (deleted as i64) < PRUNE_STEP
+            }
+            Err(err) => {
+                // Left for the next hourly run; the rows stay, nothing else is affected.
+                tracing::error!(error = %err, "deleting expired clicks failed");
+                for waiter in std::mem::take(&mut run.waiters) {
+                    let _ = waiter.send(Err(store_error_ref(&err)));
+                }
+                true
+            }
+        };
+        if finished {
+            if let Some(run) = self.prune.take() {
+                if run.deleted > 0 {
+                    tracing::info!(deleted = run.deleted, "expired clicks deleted");
+                }
+                for waiter in run.waiters {
+                    let _ = waiter.send(Ok(run.deleted));
+                }
+            }
+        }
+    }
+}
+
+impl Write {
+    fn describe(&self) -> String {
+        match &self.kind {
+            WriteKind::Click(record) => format!("click {}", record.id),
+        }
+    }
+}
+
+fn intern(
+    conn: &Connection,
+    names: &mut HashMap<String, i64>,
+    name: &str,
+) -> rusqlite::Result<i64> {
+    if let Some(&id) = names.get(name) {
+        return Ok(id);
+    }
+    let found: Option<i64> = conn
+        .prepare_cached("SELECT id FROM names WHERE name = ?1")?
+        .query_row([name], |row| row.get(0))
+        .optional()?;
+    let id = match found {
+        Some(id) => id,
+        None => {
+            conn.prepare_cached("INSERT INTO names (name) VALUES (?1)")?
+                .execute([name])?;
+            conn.last_insert_rowid()
+        }
+    };
+    // Cities and versions accumulate; starting over now and then bounds the memory.
+    if names.len() >= NAME_CACHE_LIMIT {
+        names.clear();
+    }
+    names.insert(name.to_owned(), id);
+    Ok(id)
+}
+
+fn intern_opt(
+    conn: &Connection,
+    names: &mut HashMap<String, i64>,
+    name: Option<&str>,
+) -> rusqlite::Result<Option<i64>> {
+    name.map(|name| intern(conn, names, name)).transpose()
+}
+
+fn insert_click(
+    conn: &Connection,
+    names: &mut HashMap<String, i64>,
+    click: &ClickRecord,
+) -> rusqlite::Result<()> {
+    let v = &click.visitor;
+    let campaign = intern(conn, names, &click.campaign)?;
+    let source = intern(conn, names, &click.source)?;
+    let offer = intern_opt(conn, names, click.offer.as_deref())?;
+    let region = intern_opt(conn, names, v.region.as_deref())?;
+    let city = intern_opt(conn, names, v.city.as_deref())?;
+    let isp = intern_opt(conn, names, v.isp.as_deref())?;
+    let carrier = intern_opt(conn, names, v.carrier.as_deref())?;
+    let os_version = intern_opt(conn, names, v.os_version.as_deref())?;
+    let browser = intern_opt(conn, names, v.browser.as_deref())?;
+    let browser_version = intern_opt(conn, names, v.browser_version.as_deref())?;
+    conn.prepare_cached(
+        "INSERT INTO clicks (id, ts, campaign, source, offer, route, external_id, cost, country,
+             region, city, asn, isp, carrier, connection, os, os_version, browser,
+             browser_version, device, bot, language, ip, params)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
+             ?19, ?20, ?21, ?22, ?23, ?24)",
+    )?
+    .execute(params![
+        click.id,
+        click.ts_ms,
+        campaign,
+        source,
+        offer,
+        codec::route_code(click.route),
+        click.external_id,
+        click.cost.map(Money::micros),
+        v.country,
+        region,
+        city,
+        v.asn,
+        isp,
+        carrier,
+        codec::connection_code(v.connection),
+        codec::os_code(v.os),
+        os_version,
+        browser,
+        browser_version,
+        codec::device_code(v.device),
+        v.bot,
+        v.language,
+        codec::encode_ip(&click.ip),
+        codec::encode_params(&click.params),
+    ])?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::task::JoinSet;
+
+    use super::*;
+    use crate::decide::Route;
+    use crate::visitor::{Connection as Link, Device, Os, QueryParams};
+
+    const DAY_MS: i64 = 86_400_000;
+    const TEN_YEARS: Duration = Duration::from_secs(3650 * 86_400);
+
+    fn click_at(ts_ms: i64) -> ClickRecord {
+        let id = crate::click_id::generate(ts_ms, &mut rand::rng());
+        ClickRecord {
+            id,
+            ts_ms,
+            campaign: "summer-sweeps".into(),
+            source: "adsterra".into(),
+            external_id: Some("8f14e45fceea167a5a36dedd4bea2543".into()),
+            cost: Some(Money::from_micros(3_600)),
+            offer: Some("sweeps-us".into()),
+            route: Route::Fallback,
+            visitor: Visitor {
+                ip: "203.0.113.7".parse().unwrap(),
+                country: Some("US".into()),
+                region: Some("California".into()),
+                city: Some("Los Angeles".into()),
+                asn: Some(7922),
+                isp: Some("Comcast Cable Communications, LLC".into()),
+                carrier: None,
+                connection: Link::Broadband,
+                os: Os::Android,
+                os_version: Some("14".into()),
+                browser: Some("Chrome".into()),
+                browser_version: Some("126.0.6478.122".into()),
+                device: Device::Phone,
+                bot: false,
+                language: Some("en".into()),
+            },
+            ip: "203.0.113.7".into(),
+            params: QueryParams(vec![
+                ("clickid".into(), "8f14e45fceea167a5a36dedd4bea2543".into()),
+                ("zone".into(), "4471203".into()),
+                ("cost".into(), "3.6".into()),
+            ]),
+        }
+    }
+
+    fn fresh_click() -> ClickRecord {
+        click_at(now_ms())
+    }
+
+    fn open(dir: &tempfile::TempDir, durability: Durability) -> SqliteStore {
+        SqliteStore::open(&dir.path().join("var/smartlink.db"), durability, TEN_YEARS).unwrap()
+    }
+
+    /// A connection of its own, as another process would have.
+    fn independent(store: &SqliteStore) -> Connection {
+        Connection::open(store.path()).unwrap()
+    }
+
+    fn on_disk(conn: &Connection, id: &str) -> bool {
+        conn.query_row("SELECT count(*) FROM clicks WHERE id = ?1", [id], |row| {
+            row.get::<_, i64>(0)
+        })
+        .unwrap()
+            == 1
+    }
+
+    /// Takes the database's write lock from another connection, so the writer waits and
+    /// whatever is handed over meanwhile piles up in the queue.
+    fn hold_write_lock(store: &SqliteStore) -> Connection {
+        let conn = independent(store);
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        conn
+    }
+
+    #[tokio::test]
+    async fn a_click_reads_back_with_every_field_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir, Durability::Batched);
+        let mut click = fresh_click();
+        click.route = Route::Primary;
+        click.visitor.carrier = Some("T-Mobile USA".into());
+        click.visitor.connection = Link::Cellular;
+        click.visitor.os = Os::Ios;
+        click.visitor.device = Device::Tablet;
+        click.visitor.bot = true;
+        click.visitor.city = Some("São Paulo".into());
+        click.cost = Some(Money::from_micros(-1));
+        click.ip = "2001:db8:85a3::8a2e:370:7334".into();
+        click.visitor.ip = click.ip.parse().unwrap();
+        click.params = QueryParams(vec![
+            ("sub1".into(), "значение & more = 🎯".into()),
+            ("zone".into(), "1".into()),
+            ("zone".into(), "2".into()),
+            ("empty".into(), String::new()),
+        ]);
+        store.record_click(click.clone()).await.unwrap();
+        store.flush().await.unwrap();
+        assert_eq!(store.click(&click.id).await.unwrap(), Some(click));
+    }
+
+    #[tokio::test]
+    async fn a_click_without_optional_fields_reads_back_with_them_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir, Durability::Strict);
+        let click = ClickRecord {
+            external_id: None,
+            cost: None,
+            offer: None,
+            route: Route::Backlink,
+            visitor: Visitor::unknown("198.51.100.0".parse().unwrap()),
+            ip: "198.51.100.0".into(),
+            params: QueryParams::default(),
+            ..fresh_click()
+        };
+        store.record_click(click.clone()).await.unwrap();
+        assert_eq!(store.click(&click.id).await.unwrap(), Some(click));
+        assert_eq!(store.click("no-such-click").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_click_still_in_the_queue_is_found_by_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir, Durability::Batched);
+        store.flush().await.unwrap();
+        let lock = hold_write_lock(&store);
+        let click = fresh_click();
+        store.record_click(click.clone()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            !on_disk(&lock, &click.id),
+            "the writer should still be waiting"
+        );
+        assert_eq!(store.stats().queued, 1);
+        assert_eq!(store.click(&click.id).await.unwrap(), Some(click.clone()));
+
+        lock.execute_batch("ROLLBACK").unwrap();
+        store.flush().await.unwrap();
+        assert!(on_disk(&lock, &click.id));
+        assert_eq!(store.stats().queued, 0);
+        assert_eq!(store.click(&click.id).await.unwrap(), Some(click));
+    }
+
+    #[tokio::test]
+    async fn a_strict_click_is_on_disk_when_record_click_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir, Durability::Strict);
+        let other = independent(&store);
+        for _ in 0..20 {
+            let click = fresh_click();
+            store.record_click(click.clone()).await.unwrap();
+            assert!(on_disk(&other, &click.id));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batched_click_is_on_disk_within_50_ms_without_a_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir, Durability::Batched);
+        let other = independent(&store);
+        let click = fresh_click();
+        store.record_click(click.clone()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(on_disk(&other, &click.id));
+    }
+
+    #[tokio::test]
+    async fn flush_returns_after_everything_handed_over_before_it_is_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir, Durability::Batched);
+        let clicks: Vec<ClickRecord> = (0..500).map(|_| fresh_click()).collect();
+        for click in &clicks {
+            store.record_click(click.clone()).await.unwrap();
+        }
+        store.flush().await.unwrap();
+        let other = independent(&store);
+        assert!(clicks.iter().all(|click| on_disk(&other, &click.id)));
+        let stats = store.stats();
+        assert_eq!((stats.queued, stats.committed, stats.failed), (0, 500, 0));
+        assert!(stats.commits >= 1 && stats.commit_micros_total > 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_burst_of_batched_clicks_is_committed_in_few_transactions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(open(&dir, Durability::Batched));
+        store.flush().await.unwrap();
+        let before = store.stats().commits;
+        let mut tasks = JoinSet::new();
+        for _ in 0..1000 {
+            let store = Arc::clone(&store);
+            tasks.spawn(async move { store.record_click(fresh_click()).await });
+        }
+        while let Some(result) = tasks.join_next().await {
+            result.unwrap().unwrap();
+        }
+        store.flush().await.unwrap();
+        let stats = store.stats();
+        assert_eq!(stats.committed, 1000);
+        assert!(
+            stats.commits - before <= 100,
+            "{} commits",
+            stats.commits - before
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn strict_clicks_waiting_together_share_one_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(open(&dir, Durability::Strict));
+        store.flush().await.unwrap();
+        let lock = hold_write_lock(&store);
+        let before = store.stats().commits;
+        let mut tasks = JoinSet::new();
+        for _ in 0..200 {
+            let store = Arc::clone(&store);
+            tasks.spawn(async move { store.record_click(fresh_click()).await });
+        }
+        while store.stats().queued < 200 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(store.stats().committed, 0);
+        lock.execute_batch("ROLLBACK").unwrap();
+        while let Some(result) = tasks.join_next().await {
+            result.unwrap().unwrap();
+        }
+        let stats = store.stats();
+        assert_eq!(stats.committed, 200);
+        assert!(
+            stats.commits - before <= 3,
+            "{} commits",
+            stats.commits - before
+        );
+    }
+
+    #[tokio::test]
+    async fn a_duplicate_click_id_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(open(&dir, Durability::Strict));
+        let first = fresh_click();
+        store.record_click(first.clone()).await.unwrap();
+        let again = ClickRecord {
+            campaign: "other".into(),
+            ..first.clone()
+        };
+        assert!(store.record_click(again).await.is_err());
+        let next = fresh_click();
+        store.record_click(next.clone()).await.unwrap();
+        assert_eq!(store.click(&first.id).await.unwrap(), Some(first));
+        assert!(store.click(&next.id).await.unwrap().is_some());
+        assert_eq!(store.stats().failed, 1);
+        store.ping().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn retention_deletes_only_clicks_older_than_the_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("smartlink.db");
+        let store = SqliteStore::open(&path, Durability::Batched, Duration::from_secs(30 * 86_400))
+            .unwrap();
+        let now = now_ms();
+        let old: Vec<ClickRecord> = (0..2500).map(|i| click_at(now - 31 * DAY_MS - i)).collect();
+        let young: Vec<ClickRecord> = [29 * DAY_MS, DAY_MS, 0]
+            .into_iter()
+            .map(|age| click_at(now - age))
+            .collect();
+        for click in old.iter().chain(&young) {
+            store.record_click(click.clone()).await.unwrap();
+        }
+        store.flush().await.unwrap();
+        // The run at start may already have taken some; together they take exactly the old ones.
+        let deleted = store.prune_expired().await.unwrap();
+        assert!(deleted <= old.len() as u64);
+        for click in old.iter().step_by(100) {
+            assert_eq!(store.click(&click.id).await.unwrap(), None);
+        }
+        for click in &young {
+            assert_eq!(store.click(&click.id).await.unwrap().as_ref(), Some(click));
+        }
+        let remaining: i64 = independent(&store)
+            .query_row("SELECT count(*) FROM clicks", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(remaining, young.len() as i64);
+    }
+
+    #[tokio::test]
+    async fn reopening_an_existing_file_keeps_its_clicks() {
+        let dir = tempfile::tempdir().unwrap();
+        let click = fresh_click();
+        {
+            let store = open(&dir, Durability::Batched);
+            store.record_click(click.clone()).await.unwrap();
+        }
+        let store = open(&dir, Durability::Strict);
+        assert_eq!(store.click(&click.id).await.unwrap(), Some(click));
+        let second = fresh_click();
+        store.record_click(second.clone()).await.unwrap();
+        assert_eq!(store.click(&second.id).await.unwrap(), Some(second));
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_refused_naming_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notes.db");
+        std::fs::write(&path, "this is not a database\n".repeat(200)).unwrap();
+        let err = SqliteStore::open(&path, Durability::Batched, TEN_YEARS)
+            .err()
+            .expect("a text file must be refused");
+        let message = err.to_string();
+        assert!(message.contains(&path.display().to_string()), "{message}");
+        assert!(message.contains("not a database"), "{message}");
+    }
+
+    #[test]
+    fn a_database_of_another_application_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("other.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("CREATE TABLE orders (id INTEGER PRIMARY KEY)")
+            .unwrap();
+        let err = SqliteStore::open(&path, Durability::Batched, TEN_YEARS)
+            .err()
+            .expect("a foreign database must be refused");
+        assert!(err.to_string().contains("another application"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_click_refused_by_a_full_queue_is_reported_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("smartlink.db");
+        let store = SqliteStore::open_with_queue(&path, Durability::Batched, TEN_YEARS, 4).unwrap();
+        store.flush().await.unwrap();
+        let lock = hold_write_lock(&store);
+        let mut refused = Vec::new();
+        for _ in 0..10 {
+            let click = fresh_click();
+            if store.record_click(click.clone()).await.is_err() {
+                refused.push(click);
+            }
+        }
+        assert!(!refused.is_empty());
+        assert_eq!(store.stats().failed, refused.len() as u64);
+        assert!(store.ping().await.is_err(), "a full queue is not ready");
+        assert_eq!(store.click(&refused[0].id).await.unwrap(), None);
+
+        lock.execute_batch("ROLLBACK").unwrap();
+        store.flush().await.unwrap();
+        let stats = store.stats();
+        assert_eq!(stats.committed, 10 - refused.len() as u64);
+        assert_eq!(stats.queued, 0);
+        store.ping().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn ping_answers_while_the_writer_is_alive() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir, Durability::Batched);
+        store.ping().await.unwrap();
+    }
+
+    /// Clicks as a busy campaign sends them: a few campaigns and offers, many cities, ISPs and
+    /// browser versions, a 32-character external id repeated in the parameters.
+    fn realistic_clicks(count: usize) -> Vec<ClickRecord> {
+        const COUNTRIES: [&str; 12] = [
+            "US", "DE", "BR", "IN", "ID", "MX", "FR", "GB", "TR", "VN", "PH", "NG",
+        ];
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let start = now_ms() - DAY_MS;
+        (0..count)
+            .map(|i| {
+                let mut click = click_at(start + i as i64 * 4);
+                let external: String = (0..32)
+                    .map(|_| char::from(b"0123456789abcdef"[next(16) as usize]))
+                    .collect();
+                click.campaign = format!("campaign-{}", next(5));
+                click.source = ["adsterra", "propellerads", "richads"][next(3) as usize].into();
+                click.offer = Some(format!("offer-{}", next(12)));
+                click.route = Route::ALL[next(4) as usize];
+                click.cost = Some(Money::from_micros(1_000 + next(5_000) as i64));
+                click.visitor.country = Some(COUNTRIES[next(12) as usize].into());
+                click.visitor.region = Some(format!("Region {}", next(200)));
+                click.visitor.city = Some(format!("City {}", next(2_000)));
+                click.visitor.asn = Some(1_000 + next(60_000) as u32);
+                click.visitor.isp = Some(format!("Internet Provider {} Ltd", next(300)));
+                click.visitor.carrier = (next(2) == 0).then(|| format!("Carrier {}", next(50)));
+                click.visitor.os_version = Some(format!("{}.{}", 10 + next(5), next(4)));
+                click.visitor.browser_version = Some(format!(
+                    "12{}.0.{}.{}",
+                    next(7),
+                    6000 + next(500),
+                    next(200)
+                ));
+                let ip = format!(
+                    "{}.{}.{}.{}",
+                    1 + next(223),
+                    next(256),
+                    next(256),
+                    next(256)
+                );
+                click.visitor.ip = ip.parse().unwrap();
+                click.ip = ip;
+                click.params = QueryParams(vec![
+                    ("clickid".into(), external.clone()),
+                    ("zone".into(), (1_000_000 + next(9_000_000)).to_string()),
+                    ("cost".into(), "3.6".into()),
+                ]);
+                click.external_id = Some(external);
+                click
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn twenty_thousand_clicks_take_at_most_300_bytes_each_on_disk() {
+        const CLICKS: usize = 20_000;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("size.db");
+        {
+            let store = SqliteStore::open(&path, Durability::Batched, TEN_YEARS).unwrap();
+            for click in realistic_clicks(CLICKS) {
+                store.record_click(click).await.unwrap();
+            }
+            store.flush().await.unwrap();
+            assert_eq!(store.stats().committed, CLICKS as u64);
+        }
+        let conn = Connection::open(&path).unwrap();
+        let file_bytes = |conn: &Connection| -> i64 {
+            let pages: i64 = conn.pragma_query_one(None, "page_count").unwrap();
+            let page_size: i64 = conn.pragma_query_one(None, "page_size").unwrap();
+            pages * page_size
+        };
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+        let as_written = file_bytes(&conn) / CLICKS as i64;
+        conn.execute_batch("VACUUM").unwrap();
+        let vacuumed = file_bytes(&conn) / CLICKS as i64;
+        println!("bytes per click: {as_written} as written, {vacuumed} after VACUUM");
+        assert!(vacuumed <= 300, "{vacuumed} bytes per click");
+    }
+}
