@@ -2,5 +2,7 @@
 //! Client Hints → OS, browser, device, bot; `Accept-Language` → language.
 
 pub mod agent;
+pub mod bot;
 pub mod geo;
+pub mod language;
 pub mod network;
