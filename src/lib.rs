@@ -1,13 +1,16 @@
 //! smartlink: a self-hosted Smartlink / Backlink offer router.
 
+pub mod app;
 pub mod bandit;
 pub mod classify;
+pub mod cli;
 pub mod click;
 pub mod click_id;
 pub mod client_ip;
 pub mod clock;
 pub mod config;
 pub mod decide;
+pub mod http;
 pub mod metrics;
 pub mod money;
 pub mod rules;

@@ -1,0 +1,179 @@
+//! `GET|HEAD /c/{campaign}` (SPEC §7): read → classify → decide → record → answer.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Instant;
+
+use actix_web::http::{Method, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use crate::click::{click_cost, external_id, parse_params, ClickMacros};
+use crate::client_ip;
+use crate::decide::{decide, DecisionInput, NoCaps};
+use crate::http::error::json_error;
+use crate::http::AppState;
+use crate::rules::RedirectKind;
+use crate::store::ClickRecord;
+use crate::visitor::RequestHints;
+
+pub async fn click(
+    req: HttpRequest,
+    campaign_id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let started = Instant::now();
+    state.metrics.clicks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let rules = state.rules.load();
+    let Some(campaign) = rules.campaign(&campaign_id) else {
+        return unknown_campaign(&state, &campaign_id);
+    };
+    let Some(source) = rules.source(&campaign.source) else {
+        // Validation refuses campaigns with unknown sources; this is a guard, not a path.
+        return unknown_campaign(&state, &campaign_id);
+    };
+
+    let headers = req.headers();
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let peer = req
+        .peer_addr()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+    let ip = client_ip::resolve(
+        peer,
+        header("x-forwarded-for"),
+        header("x-real-ip"),
+        &state.settings.trusted_proxies,
+    );
+    let hints = RequestHints {
+        user_agent: header("user-agent").unwrap_or(""),
+        accept_language: header("accept-language"),
+        ch_ua: header("sec-ch-ua"),
+        ch_ua_mobile: header("sec-ch-ua-mobile"),
+        ch_ua_platform: header("sec-ch-ua-platform"),
+        ch_ua_platform_version: header("sec-ch-ua-platform-version"),
+        ch_ua_model: header("sec-ch-ua-model"),
+    };
+    let visitor = state.classifier.classify(ip, &hints);
+    let params = parse_params(req.query_string());
+    let external_id = external_id(source, &params);
+    let cost = click_cost(source, &params);
+
+    let mut rng = rand::rng();
+    let decision = decide(
+        &DecisionInput {
+            rules: &rules,
+            campaign,
+            visitor: &visitor,
+            params: &params,
+            availability: &NoCaps,
+            policy: state.policy.as_ref(),
+        },
+        &mut rng,
+    );
+    let now_ms = state.clock.now_ms();
+    // HEAD is a link checker or prefetch, not a visit: no id, no record, no evidence.
+    let is_head = req.method() == Method::HEAD;
+    let click_id = if is_head {
+        String::new()
+    } else {
+        crate::click_id::generate(now_ms, &mut rng)
+    };
+    let offer_id = decision.offer.map(|offer| offer.id.as_str());
+    let location = decision.target.render(&ClickMacros {
+        click_id: &click_id,
+        campaign: &campaign.id,
+        offer: offer_id,
+        source: &source.id,
+        external_id: external_id.as_deref(),
+        cost,
+        visitor: &visitor,
+        params: &params,
+    });
+    state.metrics.decision_latency.observe(started.elapsed());
+    state.metrics.redirect(decision.route);
+
+    if !is_head {
+        let stored_ip = if state.settings.config.anonymize_ip {
+            client_ip::anonymize(ip)
+        } else {
+            ip
+        };
+        let record = ClickRecord {
+            id: click_id,
+            ts_ms: now_ms,
+            campaign: campaign.id.clone(),
+            source: source.id.clone(),
+            external_id,
+            cost,
+            offer: offer_id.map(str::to_string),
+            route: decision.route,
+            visitor,
+            ip: stored_ip.to_string(),
+            params,
+        };
+        let handed_over = Instant::now();
+        // A click that cannot be recorded is still redirected: the visitor was paid for.
+        if let Err(e) = state.store.record_click(record).await {
+            state
+                .metrics
+                .click_record_errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::error!(campaign = %campaign.id, error = %e, "click not recorded");
+        }
+        state.metrics.store_latency.observe(handed_over.elapsed());
+    }
+    redirect(campaign.redirect, &location)
+}
+
+fn unknown_campaign(state: &AppState, campaign_id: &str) -> HttpResponse {
+    state
+        .metrics
+        .unknown_campaign
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let default_url = &state.settings.config.default_url;
+    if default_url.is_empty() {
+        json_error(
+            StatusCode::NOT_FOUND,
+            "unknown_campaign",
+            &format!("no campaign `{}`", campaign_id.escape_debug()),
+        )
+    } else {
+        redirect(RedirectKind::Found, default_url)
+    }
+}
+
+fn redirect(kind: RedirectKind, location: &str) -> HttpResponse {
+    match kind {
+        RedirectKind::Found => HttpResponse::Found()
+            .insert_header(("Location", location))
+            .insert_header(("Cache-Control", "no-store"))
+            .finish(),
+        RedirectKind::Meta => {
+            let escaped = escape_html(location);
+            HttpResponse::Ok()
+                .content_type("text/html; charset=utf-8")
+                .insert_header(("Cache-Control", "no-store"))
+                .insert_header(("Referrer-Policy", "no-referrer"))
+                .body(format!(
+                    "<!doctype html><html><head><meta charset=\"utf-8\">\
+                     <meta name=\"referrer\" content=\"no-referrer\">\
+                     <meta http-equiv=\"refresh\" content=\"0;url={escaped}\">\
+                     <title>Redirecting</title></head>\
+                     <body><a href=\"{escaped}\" rel=\"noreferrer\">Continue</a></body></html>"
+                ))
+        }
+    }
+}
+
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}

@@ -1,0 +1,138 @@
+//! `spawn_app`: a real server on port 0 with its own rules directory and store, plus a client that
+//! does not follow redirects so `302` and `Location` can be asserted.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use actix_web::dev::ServerHandle;
+use smartlink::app::Application;
+use smartlink::config::{Config, Settings};
+use smartlink::store::{ClickRecord, Store};
+
+pub const IPHONE_SAFARI: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_2_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Mobile/15E148 Safari/604.1";
+pub const ANDROID_CHROME: &str = "Mozilla/5.0 (Linux; Android 14; SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.144 Mobile Safari/537.36";
+pub const WINDOWS_CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
+pub const GOOGLEBOT: &str =
+    "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+
+/// T-Mobile US mobile network (AS21928).
+pub const TMOBILE_US_IP: &str = "172.58.100.20";
+/// Comcast residential broadband, US.
+pub const COMCAST_US_IP: &str = "73.162.10.20";
+/// Deutsche Telekom broadband, Germany.
+pub const TELEKOM_DE_IP: &str = "79.192.10.20";
+/// Amazon EC2, us-east-1.
+pub const AWS_IP: &str = "3.80.10.20";
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub store: Arc<dyn Store>,
+    pub rules_dir: PathBuf,
+    pub handle: ServerHandle,
+    pub _dir: tempfile::TempDir,
+}
+
+pub fn fixture_rules() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rules")
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts a server with the test rules, the shipped data, a store in a temporary directory, and
+/// 127.0.0.1 as a trusted proxy so tests choose the visitor's address with `X-Forwarded-For`.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let rules_dir = dir.path().join("rules");
+    copy_dir(&fixture_rules(), &rules_dir);
+    let mut config = Config {
+        listen: "127.0.0.1:0".into(),
+        rules_dir: rules_dir.clone(),
+        data_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("data"),
+        var_dir: dir.path().join("var"),
+        trusted_proxies: vec!["127.0.0.1/32".into()],
+        ..Config::default()
+    };
+    config.store.path = dir.path().join("var/smartlink.db");
+    adjust(&mut config);
+    let settings = Settings::validate(config, "test".into()).expect("valid test settings");
+    let app = Application::build(settings).await.expect("server starts");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let store = app.store();
+    let handle = app.handle();
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        store,
+        rules_dir,
+        handle,
+        _dir: dir,
+    }
+}
+
+impl TestApp {
+    /// A click as a visitor at `ip` with User-Agent `ua` (via the trusted proxy header).
+    pub async fn click(&self, campaign: &str, query: &str, ip: &str, ua: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}/c/{campaign}?{query}", self.address))
+            .header("X-Forwarded-For", ip)
+            .header("User-Agent", ua)
+            .send()
+            .await
+            .expect("click answered")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("answered")
+    }
+
+    /// The stored click whose id is the `name` parameter of `location`.
+    pub async fn stored_click(&self, location: &str, name: &str) -> ClickRecord {
+        let id = query_param(location, name).expect("click id in the redirect");
+        self.store
+            .click(&id)
+            .await
+            .expect("store answers")
+            .expect("click stored")
+    }
+}
+
+pub fn location(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("location")
+        .expect("Location header")
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+pub fn query_param(url: &str, name: &str) -> Option<String> {
+    let url = url::Url::parse(url).ok()?;
+    url.query_pairs()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
+}
