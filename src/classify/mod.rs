@@ -29,8 +29,7 @@ impl Classifier {
     pub fn open(data_dir: &Path) -> Result<Classifier, DataError> {
         let geo = geo::GeoDb::open(data_dir).map_err(|e| DataError(e.to_string()))?;
         let network = network::NetworkDb::open(data_dir).map_err(|e| DataError(e.to_string()))?;
-        let agent =
-            agent::AgentClassifier::load(data_dir).map_err(|e| DataError(e.to_string()))?;
+        let agent = agent::AgentClassifier::load(data_dir).map_err(|e| DataError(e.to_string()))?;
         Ok(Classifier {
             geo,
             network,

@@ -67,7 +67,8 @@ pub fn run(settings: &Settings) -> ExitCode {
 }
 
 fn classify_line(classifier: &Classifier, line: &str) -> Result<String, String> {
-    let input: Input = serde_json::from_str(line).map_err(|e| format!("not a JSON object with \"ip\": {e}"))?;
+    let input: Input =
+        serde_json::from_str(line).map_err(|e| format!("not a JSON object with \"ip\": {e}"))?;
     let ip: IpAddr = input
         .ip
         .trim()

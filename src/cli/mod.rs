@@ -14,7 +14,11 @@ use clap::{Parser, Subcommand};
 use crate::config::Settings;
 
 #[derive(Debug, Parser)]
-#[command(name = "smartlink", version, about = "Self-hosted Smartlink / Backlink offer router")]
+#[command(
+    name = "smartlink",
+    version,
+    about = "Self-hosted Smartlink / Backlink offer router"
+)]
 pub struct Cli {
     /// Settings file (default: smartlink.toml in the working directory if present).
     #[arg(long, global = true, value_name = "PATH")]

@@ -21,7 +21,10 @@ pub async fn click(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     let started = Instant::now();
-    state.metrics.clicks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    state
+        .metrics
+        .clicks
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let rules = state.rules.load();
     let Some(campaign) = rules.campaign(&campaign_id) else {
         return unknown_campaign(&state, &campaign_id);

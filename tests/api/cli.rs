@@ -17,7 +17,12 @@ fn smartlink(args: &[&str], stdin: Option<&str>) -> Output {
         .spawn()
         .unwrap();
     if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
     }
     drop(child.stdin.take());
     child.wait_with_output().unwrap()
@@ -90,14 +95,22 @@ fn an_invalid_config_names_the_file_and_field_and_exits_1() {
     let output = smartlink(&["--config", path.to_str().unwrap(), "check"], None);
     assert_eq!(output.status.code(), Some(1));
     let errors = stderr(&output);
-    assert!(errors.contains("bad.toml") && errors.contains("listen"), "{errors}");
+    assert!(
+        errors.contains("bad.toml") && errors.contains("listen"),
+        "{errors}"
+    );
     assert_eq!(errors.lines().count(), 1, "{errors}");
 }
 
 #[test]
 fn usage_errors_exit_2() {
     assert_eq!(smartlink(&["frobnicate"], None).status.code(), Some(2));
-    assert_eq!(smartlink(&["explain", "--ip", "1.2.3.4"], None).status.code(), Some(2));
+    assert_eq!(
+        smartlink(&["explain", "--ip", "1.2.3.4"], None)
+            .status
+            .code(),
+        Some(2)
+    );
 }
 
 #[test]
@@ -131,8 +144,20 @@ fn classify_answers_one_line_per_input_line_in_order() {
     assert_eq!(lines[3]["country"], "DE");
     assert_eq!(lines[3]["bot"], true);
     for field in [
-        "country", "region", "city", "asn", "isp", "carrier", "connection", "os", "os_version",
-        "browser", "browser_version", "device", "bot", "language",
+        "country",
+        "region",
+        "city",
+        "asn",
+        "isp",
+        "carrier",
+        "connection",
+        "os",
+        "os_version",
+        "browser",
+        "browser_version",
+        "device",
+        "bot",
+        "language",
     ] {
         assert!(lines[0].get(field).is_some(), "missing {field}");
     }
@@ -164,8 +189,17 @@ fn explain_shows_the_primary_verdicts_fallback_shares_and_decision() {
     let config = config_for(dir.path(), &fixture_rules());
     let output = smartlink(
         &[
-            "explain", "--config", config.to_str().unwrap(), "--campaign", "us-android", "--ip",
-            TELEKOM_DE_IP, "--ua", IPHONE_SAFARI, "--lang", "de-DE",
+            "explain",
+            "--config",
+            config.to_str().unwrap(),
+            "--campaign",
+            "us-android",
+            "--ip",
+            TELEKOM_DE_IP,
+            "--ua",
+            IPHONE_SAFARI,
+            "--lang",
+            "de-DE",
         ],
         None,
     );
@@ -196,7 +230,15 @@ fn explain_shows_the_primary_verdicts_fallback_shares_and_decision() {
 #[test]
 fn explain_of_an_unknown_campaign_exits_1() {
     let output = smartlink(
-        &["explain", "--campaign", "nope", "--ip", "1.2.3.4", "--ua", "x"],
+        &[
+            "explain",
+            "--campaign",
+            "nope",
+            "--ip",
+            "1.2.3.4",
+            "--ua",
+            "x",
+        ],
         None,
     );
     assert_eq!(output.status.code(), Some(1));

@@ -12,12 +12,20 @@ use crate::helpers::*;
 async fn a_visitor_matching_the_primary_targeting_goes_to_the_primary_offer() {
     let app = spawn_app().await;
     let response = app
-        .click("us-android", "clickid=abc123&zone=7781&cost=1.5", TMOBILE_US_IP, ANDROID_CHROME)
+        .click(
+            "us-android",
+            "clickid=abc123&zone=7781&cost=1.5",
+            TMOBILE_US_IP,
+            ANDROID_CHROME,
+        )
         .await;
     assert_eq!(response.status(), 302);
     assert_eq!(response.headers()["cache-control"], "no-store");
     let location = location(&response);
-    assert!(location.starts_with("https://network.example/click?aff=12&sub1="), "{location}");
+    assert!(
+        location.starts_with("https://network.example/click?aff=12&sub1="),
+        "{location}"
+    );
     assert_eq!(query_param(&location, "sub2").as_deref(), Some("7781"));
 
     let click = app.stored_click(&location, "sub1").await;
@@ -26,7 +34,11 @@ async fn a_visitor_matching_the_primary_targeting_goes_to_the_primary_offer() {
     assert_eq!(click.campaign, "us-android");
     assert_eq!(click.source, "adsterra");
     assert_eq!(click.external_id.as_deref(), Some("abc123"));
-    assert_eq!(click.cost, Some(Money::parse("0.0015").unwrap()), "cpm cost / 1000");
+    assert_eq!(
+        click.cost,
+        Some(Money::parse("0.0015").unwrap()),
+        "cpm cost / 1000"
+    );
     assert_eq!(click.visitor.country.as_deref(), Some("US"));
     assert_eq!(click.visitor.carrier.as_deref(), Some("T-Mobile"));
     assert_eq!(click.ip, TMOBILE_US_IP);
@@ -38,11 +50,19 @@ async fn a_visitor_outside_the_primary_targeting_goes_to_an_eligible_fallback() 
     let app = spawn_app().await;
     // Germany, phone: not the primary's GEO, and vpn-any is desktop-only, so dating-global.
     let response = app
-        .click("us-android", "clickid=x1&cost=2", TELEKOM_DE_IP, IPHONE_SAFARI)
+        .click(
+            "us-android",
+            "clickid=x1&cost=2",
+            TELEKOM_DE_IP,
+            IPHONE_SAFARI,
+        )
         .await;
     assert_eq!(response.status(), 302);
     let location = location(&response);
-    assert!(location.starts_with("https://dating.example/go?cid="), "{location}");
+    assert!(
+        location.starts_with("https://dating.example/go?cid="),
+        "{location}"
+    );
     assert_eq!(query_param(&location, "c").as_deref(), Some("DE"));
     assert_eq!(query_param(&location, "ext").as_deref(), Some("x1"));
     assert_eq!(query_param(&location, "cost").as_deref(), Some("0.002"));
@@ -58,7 +78,10 @@ async fn a_broadband_visitor_is_excluded_from_a_carrier_primary() {
         .click("us-android", "clickid=x", COMCAST_US_IP, ANDROID_CHROME)
         .await;
     let location = location(&response);
-    assert!(location.starts_with("https://dating.example/"), "{location}");
+    assert!(
+        location.starts_with("https://dating.example/"),
+        "{location}"
+    );
 }
 
 #[tokio::test]
@@ -76,9 +99,7 @@ async fn bots_go_to_the_bot_url_and_are_recorded_as_bots() {
 #[tokio::test]
 async fn datacenter_visitors_are_bots() {
     let app = spawn_app().await;
-    let response = app
-        .click("us-android", "", AWS_IP, ANDROID_CHROME)
-        .await;
+    let response = app.click("us-android", "", AWS_IP, ANDROID_CHROME).await;
     assert_eq!(location(&response), "https://safe.example/bot?c=us-android");
 }
 
@@ -87,7 +108,10 @@ async fn bots_go_to_the_backlink_when_there_is_no_bot_url() {
     let app = spawn_app().await;
     let response = app.click("split", "", TELEKOM_DE_IP, "curl/8.4.0").await;
     let location = location(&response);
-    assert!(location.starts_with("https://backlink.example/?sub="), "{location}");
+    assert!(
+        location.starts_with("https://backlink.example/?sub="),
+        "{location}"
+    );
     let click = app.stored_click(&location, "sub").await;
     assert_eq!(click.route, Route::Bot);
     assert_eq!(click.offer, None);
@@ -141,9 +165,15 @@ async fn a_meta_campaign_answers_a_refresh_page_without_referrer() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["cache-control"], "no-store");
     let body = response.text().await.unwrap();
-    assert!(body.contains("<meta name=\"referrer\" content=\"no-referrer\">"), "{body}");
+    assert!(
+        body.contains("<meta name=\"referrer\" content=\"no-referrer\">"),
+        "{body}"
+    );
     assert!(body.contains("http-equiv=\"refresh\""), "{body}");
-    assert!(body.contains("https://vpn.example/landing?click="), "{body}");
+    assert!(
+        body.contains("https://vpn.example/landing?click="),
+        "{body}"
+    );
 }
 
 #[tokio::test]

@@ -91,7 +91,13 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
 
 impl TestApp {
     /// A click as a visitor at `ip` with User-Agent `ua` (via the trusted proxy header).
-    pub async fn click(&self, campaign: &str, query: &str, ip: &str, ua: &str) -> reqwest::Response {
+    pub async fn click(
+        &self,
+        campaign: &str,
+        query: &str,
+        ip: &str,
+        ua: &str,
+    ) -> reqwest::Response {
         self.client
             .get(format!("{}/c/{campaign}?{query}", self.address))
             .header("X-Forwarded-For", ip)

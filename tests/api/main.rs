@@ -1,7 +1,7 @@
 //! The HTTP suite: every test starts the real server on port 0 with its own rules and store.
 
-mod click;
 mod cli;
+mod click;
 mod helpers;
 mod operations;
 mod rules_reload;

@@ -26,11 +26,26 @@ async fn metrics_count_clicks_and_redirects_by_route() {
     app.click("nope", "", TELEKOM_DE_IP, GOOGLEBOT).await;
     let text = app.get("/metrics").await.text().await.unwrap();
     assert!(text.contains("smartlink_clicks_total 3"), "{text}");
-    assert!(text.contains("smartlink_redirects_total{route=\"fallback\"} 1"), "{text}");
-    assert!(text.contains("smartlink_redirects_total{route=\"bot\"} 1"), "{text}");
-    assert!(text.contains("smartlink_unknown_campaign_total 1"), "{text}");
-    assert!(text.contains("smartlink_decision_seconds_count 2"), "{text}");
-    assert!(text.contains("smartlink_store_record_seconds_count 2"), "{text}");
+    assert!(
+        text.contains("smartlink_redirects_total{route=\"fallback\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("smartlink_redirects_total{route=\"bot\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("smartlink_unknown_campaign_total 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("smartlink_decision_seconds_count 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("smartlink_store_record_seconds_count 2"),
+        "{text}"
+    );
 }
 
 #[tokio::test]

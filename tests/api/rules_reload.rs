@@ -20,14 +20,22 @@ async fn wait_for(app: &TestApp, campaign: &str, expected_prefix: &str) -> Optio
 #[tokio::test]
 async fn a_new_campaign_file_is_served_within_two_seconds() {
     let app = spawn_app().await;
-    assert_eq!(app.click("fresh", "", TELEKOM_DE_IP, WINDOWS_CHROME).await.status(), 404);
+    assert_eq!(
+        app.click("fresh", "", TELEKOM_DE_IP, WINDOWS_CHROME)
+            .await
+            .status(),
+        404
+    );
     std::fs::write(
         app.rules_dir.join("campaigns/fresh.toml"),
         "id = \"fresh\"\nsource = \"adsterra\"\nbacklink = \"https://fresh.example/?s={clickid}\"\n",
     )
     .unwrap();
     let took = wait_for(&app, "fresh", "https://fresh.example/").await;
-    assert!(took.is_some_and(|t| t <= Duration::from_secs(2)), "took {took:?}");
+    assert!(
+        took.is_some_and(|t| t <= Duration::from_secs(2)),
+        "took {took:?}"
+    );
 }
 
 #[tokio::test]
@@ -37,15 +45,23 @@ async fn an_invalid_change_keeps_the_rules_in_force() {
     let original = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, original.replace("weight = 1.0", "weight = -1.0")).unwrap();
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let response = app.click("desktop-only", "", TELEKOM_DE_IP, WINDOWS_CHROME).await;
+    let response = app
+        .click("desktop-only", "", TELEKOM_DE_IP, WINDOWS_CHROME)
+        .await;
     assert!(location(&response).starts_with("https://vpn.example/"));
     let text = app.get("/metrics").await.text().await.unwrap();
-    assert!(text.contains("smartlink_rules_reload_failures_total 1"), "{text}");
+    assert!(
+        text.contains("smartlink_rules_reload_failures_total 1"),
+        "{text}"
+    );
 
     // A valid edit afterwards applies.
     std::fs::write(
         &path,
-        original.replace("https://backlink.example/last-resort", "https://edited.example/lr"),
+        original.replace(
+            "https://backlink.example/last-resort",
+            "https://edited.example/lr",
+        ),
     )
     .unwrap();
     let took = wait_for(&app, "desktop-only", "https://vpn.example/").await;
