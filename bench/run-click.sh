@@ -8,7 +8,7 @@ duration=${1:-20s}
 connections=${2:-64}
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
 cargo build --release --quiet
-rm -rf var/bench
+rm -rf var/bench && mkdir -p var
 taskset -c 0 target/release/smartlink --config bench/smartlink.toml serve 2>var/bench-server.log &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT

@@ -308,3 +308,252 @@ pub fn explain(
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use rand::SeedableRng;
+
+    use super::*;
+    use crate::bandit::WeightedRandom;
+    use crate::visitor::{Connection, Device, Os};
+
+    const OFFERS: &str = r#"
+[[offer]]
+id = "sweeps-us"
+url = "https://network.example/click?sub1={clickid}"
+payout = 2.5
+[offer.match]
+country = ["US"]
+
+[[offer]]
+id = "dating"
+url = "https://dating.example/?c={clickid}"
+payout = 1.2
+
+[[offer]]
+id = "vpn"
+url = "https://vpn.example/?c={clickid}"
+payout = 0.8
+
+[[offer]]
+id = "paused"
+url = "https://paused.example/"
+payout = 9
+paused = true
+
+[[offer]]
+id = "capped"
+url = "https://capped.example/"
+payout = 9
+daily_cap = 1
+"#;
+
+    const SOURCES: &str = r#"
+[[source]]
+id = "src"
+"#;
+
+    const CAMPAIGN: &str = r#"
+id = "camp"
+source = "src"
+backlink = "https://back.example/?s={clickid}"
+bot_url = "https://bots.example/"
+
+[[primary]]
+offer = "paused"
+
+[[primary]]
+offer = "capped"
+[primary.match]
+country = ["FR"]
+
+[[primary]]
+offer = "sweeps-us"
+[primary.match]
+os = ["Android"]
+carrier = ["T-Mobile"]
+[primary.exclude]
+connection = ["broadband"]
+
+[[fallback]]
+offer = "dating"
+weight = 3
+[fallback.exclude]
+device = ["desktop"]
+
+[[fallback]]
+offer = "vpn"
+weight = 1
+[fallback.match]
+device = ["desktop", "phone"]
+"#;
+
+    fn rules() -> RuleSet {
+        crate::rules::load_from_sources(&[
+            (PathBuf::from("rules/offers.toml"), OFFERS.to_string()),
+            (PathBuf::from("rules/sources.toml"), SOURCES.to_string()),
+            (
+                PathBuf::from("rules/campaigns/camp.toml"),
+                CAMPAIGN.to_string(),
+            ),
+        ])
+        .expect("test rules are valid")
+    }
+
+    struct CappedOffers(&'static [&'static str]);
+
+    impl OfferAvailability for CappedOffers {
+        fn is_capped(&self, offer: &Offer) -> bool {
+            self.0.contains(&offer.id.as_str())
+        }
+    }
+
+    fn visitor(
+        country: &str,
+        os: Os,
+        device: Device,
+        carrier: Option<&str>,
+        connection: Connection,
+    ) -> Visitor {
+        Visitor {
+            country: Some(country.to_string()),
+            os,
+            device,
+            carrier: carrier.map(str::to_string),
+            connection,
+            ..Visitor::unknown("192.0.2.1".parse().unwrap())
+        }
+    }
+
+    fn decide_for(
+        rules: &RuleSet,
+        visitor: &Visitor,
+        capped: &'static [&'static str],
+    ) -> (Route, Option<String>) {
+        let campaign = rules.campaign("camp").unwrap();
+        let params = QueryParams::default();
+        let availability = CappedOffers(capped);
+        let decision = decide(
+            &DecisionInput {
+                rules,
+                campaign,
+                visitor,
+                params: &params,
+                availability: &availability,
+                policy: &WeightedRandom,
+            },
+            &mut rand::rngs::StdRng::seed_from_u64(1),
+        );
+        (decision.route, decision.offer.map(|o| o.id.clone()))
+    }
+
+    #[test]
+    fn the_decision_order_is_bot_then_primary_then_fallback_then_backlink() {
+        use Connection::*;
+        use Device::*;
+        let rules = rules();
+        let mut bot = visitor("US", Os::Android, Phone, Some("T-Mobile"), Cellular);
+        bot.bot = true;
+        let cases: Vec<(&str, Visitor, &'static [&'static str], Route, Option<&str>)> = vec![
+            ("bot", bot, &[], Route::Bot, None),
+            (
+                "US T-Mobile Android on cellular",
+                visitor("US", Os::Android, Phone, Some("T-Mobile"), Cellular),
+                &[],
+                Route::Primary,
+                Some("sweeps-us"),
+            ),
+            (
+                "the primary's offer has its own country match",
+                visitor("DE", Os::Android, Tv, Some("T-Mobile"), Cellular),
+                &[],
+                Route::Fallback,
+                Some("dating"),
+            ),
+            (
+                "excluded broadband",
+                visitor("US", Os::Android, Tablet, Some("T-Mobile"), Broadband),
+                &[],
+                Route::Fallback,
+                Some("dating"),
+            ),
+            (
+                "FR matches the capped primary's targeting but it is capped",
+                visitor("FR", Os::Ios, Tv, None, Broadband),
+                &["capped"],
+                Route::Fallback,
+                Some("dating"),
+            ),
+            (
+                "FR goes to the capped primary while it is not capped",
+                visitor("FR", Os::Ios, Tv, None, Broadband),
+                &[],
+                Route::Primary,
+                Some("capped"),
+            ),
+            (
+                "desktop: dating excludes it, vpn takes it",
+                visitor("DE", Os::Windows, Desktop, None, Broadband),
+                &[],
+                Route::Fallback,
+                Some("vpn"),
+            ),
+            (
+                "a TV fits no fallback once dating is capped",
+                visitor("DE", Os::Tizen, Tv, None, Broadband),
+                &["dating"],
+                Route::Backlink,
+                None,
+            ),
+        ];
+        for (name, visitor, capped, route, offer) in cases {
+            let got = decide_for(&rules, &visitor, capped);
+            assert_eq!(got, (route, offer.map(str::to_string)), "{name}");
+        }
+    }
+
+    #[test]
+    fn explain_names_each_failed_dimension_and_the_current_shares() {
+        let rules = rules();
+        let campaign = rules.campaign("camp").unwrap();
+        let visitor = visitor("DE", Os::Ios, Device::Phone, None, Connection::Broadband);
+        let explanation = explain(
+            &DecisionInput {
+                rules: &rules,
+                campaign,
+                visitor: &visitor,
+                params: &QueryParams::default(),
+                availability: &NoCaps,
+                policy: &WeightedRandom,
+            },
+            |target, _| target.as_str().to_string(),
+        );
+        assert_eq!(explanation.primary[0].reasons, vec!["offer paused paused"]);
+        assert_eq!(
+            explanation.primary[1].reasons,
+            vec!["country DE not in [FR]"]
+        );
+        let sweeps = &explanation.primary[2].reasons;
+        assert!(
+            sweeps.contains(&"os iOS not in [Android]".to_string()),
+            "{sweeps:?}"
+        );
+        assert!(
+            sweeps
+                .iter()
+                .any(|r| r.starts_with("offer sweeps-us: country DE")),
+            "{sweeps:?}"
+        );
+        assert!(explanation.primary.iter().all(|p| !p.matched));
+        assert_eq!(explanation.fallback[0].share, 0.75);
+        assert_eq!(explanation.fallback[1].share, 0.25);
+        assert_eq!(explanation.decision.route, Route::Fallback);
+        assert_eq!(explanation.decision.offer.as_deref(), Some("dating"));
+        assert_eq!(
+            explanation.decision.url,
+            "https://dating.example/?c={clickid}"
+        );
+    }
+}

@@ -5,3 +5,4 @@ mod click;
 mod helpers;
 mod operations;
 mod rules_reload;
+mod shutdown;
