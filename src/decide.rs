@@ -456,7 +456,14 @@ device = ["desktop", "phone"]
         let rules = rules();
         let mut bot = visitor("US", Os::Android, Phone, Some("T-Mobile"), Cellular);
         bot.bot = true;
-        let cases: Vec<(&str, Visitor, &'static [&'static str], Route, Option<&str>)> = vec![
+        type Case = (
+            &'static str,
+            Visitor,
+            &'static [&'static str],
+            Route,
+            Option<&'static str>,
+        );
+        let cases: Vec<Case> = vec![
             ("bot", bot, &[], Route::Bot, None),
             (
                 "US T-Mobile Android on cellular",
