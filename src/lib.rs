@@ -1,5 +1,6 @@
 //! smartlink: a self-hosted Smartlink / Backlink offer router.
 
+pub mod admin_token;
 pub mod app;
 pub mod bandit;
 pub mod classify;

@@ -10,6 +10,13 @@ pub fn run(settings: Settings) -> ExitCode {
     let listen = settings.listen;
     let outcome = actix_web::rt::System::new().block_on(async move {
         let app = Application::build(settings).await?;
+        // Printed, never logged: logs must not carry the token.
+        if let Some((token, path)) = app.generated_admin_token() {
+            println!(
+                "Generated the admin token (shown only now, kept in {}): {token}",
+                path.display()
+            );
+        }
         tracing::info!(address = %listen, port = app.port(), "listening");
         app.run_until_stopped().await
     });
