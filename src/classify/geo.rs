@@ -409,22 +409,7 @@ impl<'de> Visitor<'de> for FirstPlaceVisitor {
 mod tests {
     use super::*;
 
-    fn fixtures() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/maxmind")
-    }
-
-    fn shipped_data() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("data")
-    }
-
-    /// A data directory holding only the named fixture files.
-    fn dir_with(files: &[&str]) -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        for name in files {
-            fs::copy(fixtures().join(name), dir.path().join(name)).unwrap();
-        }
-        dir
-    }
+    use crate::classify::test_data::{dir_with, fixtures, shipped_data};
 
     fn geo(country: Option<&str>, region: Option<&str>, city: Option<&str>) -> GeoInfo {
         GeoInfo {

@@ -6,6 +6,8 @@ pub mod bot;
 pub mod geo;
 pub mod language;
 pub mod network;
+#[cfg(test)]
+mod test_data;
 
 use std::net::IpAddr;
 use std::path::Path;

@@ -590,22 +590,7 @@ fn parse_datacenters(table: &Table) -> Result<HashMap<u32, HostingKind>, Classif
 mod tests {
     use super::*;
 
-    fn fixtures() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/maxmind")
-    }
-
-    fn shipped_data() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("data")
-    }
-
-    /// A data directory holding only the named fixture files (tables fall back to built-ins).
-    fn dir_with(files: &[&str]) -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        for name in files {
-            fs::copy(fixtures().join(name), dir.path().join(name)).unwrap();
-        }
-        dir
-    }
+    use crate::classify::test_data::{dir_with, shipped_data};
 
     fn ip(text: &str) -> IpAddr {
         text.parse().unwrap()

@@ -78,10 +78,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
-        client: reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap(),
+        client: client(),
         store,
         rules_dir,
         handle,
@@ -124,6 +121,14 @@ impl TestApp {
             .expect("store answers")
             .expect("click stored")
     }
+}
+
+/// An HTTP client that does not follow redirects, so `302` and `Location` can be asserted.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
 }
 
 pub fn location(response: &reqwest::Response) -> String {

@@ -45,10 +45,7 @@ async fn sigterm_drains_and_every_answered_click_is_in_the_store() {
             }
         }
     };
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let client = client();
     let mut ids = Vec::new();
     for _ in 0..200 {
         let response = client
