@@ -10,6 +10,7 @@ pub mod click_id;
 pub mod client_ip;
 pub mod clock;
 pub mod config;
+pub mod conversion;
 pub mod decide;
 pub mod http;
 pub mod metrics;
