@@ -12,8 +12,9 @@ use arc_swap::ArcSwap;
 
 use crate::admin_token;
 use crate::bandit::WeightedRandom;
+use crate::caps::CapTracker;
 use crate::classify::Classifier;
-use crate::clock::SystemClock;
+use crate::clock::{Clock, SystemClock};
 use crate::config::{Settings, StoreKind};
 use crate::http::{self, error::json_error, AppState};
 use crate::metrics::Metrics;
@@ -58,6 +59,8 @@ impl Application {
         let listener = TcpListener::bind(settings.listen)
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
         let port = listener.local_addr()?.port();
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let caps = Arc::new(CapTracker::new(clock.clone()));
         let state = web::Data::new(AppState {
             settings,
             rules,
@@ -65,7 +68,8 @@ impl Application {
             store,
             policy: Arc::new(WeightedRandom),
             metrics,
-            clock: Arc::new(SystemClock),
+            clock,
+            caps,
         });
         let server_state = state.clone();
         let server = HttpServer::new(move || {

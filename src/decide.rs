@@ -55,14 +55,15 @@ impl OfferAvailability for NoCaps {
     }
 }
 
-/// Everything a decision reads, borrowed for the duration of one click.
-pub struct DecisionInput<'a> {
-    pub rules: &'a RuleSet,
-    pub campaign: &'a Campaign,
-    pub visitor: &'a Visitor,
-    pub params: &'a QueryParams,
-    pub availability: &'a dyn OfferAvailability,
-    pub policy: &'a dyn FallbackPolicy,
+/// Everything a decision reads: the rules (`'r`, which the decision borrows from) and the click's
+/// own facts (`'v`, which it does not outlive).
+pub struct DecisionInput<'r, 'v> {
+    pub rules: &'r RuleSet,
+    pub campaign: &'r Campaign,
+    pub visitor: &'v Visitor,
+    pub params: &'v QueryParams,
+    pub availability: &'v dyn OfferAvailability,
+    pub policy: &'v dyn FallbackPolicy,
 }
 
 /// Where one click goes.
@@ -77,7 +78,7 @@ pub struct Decision<'a> {
 
 /// Decides one click: bot → `bot_url`; first matching eligible primary; the policy's choice
 /// among eligible fallbacks; otherwise the backlink.
-pub fn decide<'a>(input: &DecisionInput<'a>, rng: &mut dyn Rng) -> Decision<'a> {
+pub fn decide<'r>(input: &DecisionInput<'r, '_>, rng: &mut dyn Rng) -> Decision<'r> {
     let campaign = input.campaign;
     if input.visitor.bot {
         return bot_decision(campaign);
@@ -119,7 +120,7 @@ fn backlink_decision(campaign: &Campaign) -> Decision<'_> {
     }
 }
 
-fn fallback_decision<'a>(input: &DecisionInput<'a>, index: usize) -> Decision<'a> {
+fn fallback_decision<'r>(input: &DecisionInput<'r, '_>, index: usize) -> Decision<'r> {
     let fallback = &input.campaign.fallback[index];
     match input.rules.offer(&fallback.offer) {
         Some(offer) => Decision {
@@ -133,7 +134,7 @@ fn fallback_decision<'a>(input: &DecisionInput<'a>, index: usize) -> Decision<'a
 }
 
 /// Indexes into `campaign.fallback` of the fallbacks this visitor may get now.
-pub fn eligible_fallbacks(input: &DecisionInput<'_>) -> Vec<usize> {
+pub fn eligible_fallbacks(input: &DecisionInput<'_, '_>) -> Vec<usize> {
     input
         .campaign
         .fallback
@@ -154,7 +155,7 @@ pub fn eligible_fallbacks(input: &DecisionInput<'_>) -> Vec<usize> {
 fn conditions_pass(
     matches: &Conditions,
     excludes: &Conditions,
-    input: &DecisionInput<'_>,
+    input: &DecisionInput<'_, '_>,
     reasons: Option<&mut Vec<String>>,
 ) -> bool {
     let (visitor, params) = (input.visitor, input.params);
@@ -172,7 +173,7 @@ fn conditions_pass(
 /// The offer itself can take this visitor: not paused, not capped, its own targeting passes.
 fn offer_available(
     offer: &Offer,
-    input: &DecisionInput<'_>,
+    input: &DecisionInput<'_, '_>,
     reasons: Option<&mut Vec<String>>,
 ) -> bool {
     match reasons {
@@ -236,7 +237,7 @@ pub struct ExplainedDecision {
 /// primary, else the fallback with the largest share, else the backlink (bots: the bot URL).
 /// `render` expands the chosen target for the `url` field.
 pub fn explain(
-    input: &DecisionInput<'_>,
+    input: &DecisionInput<'_, '_>,
     render: impl Fn(&UrlTemplate, Option<&Offer>) -> String,
 ) -> Explanation {
     let campaign = input.campaign;

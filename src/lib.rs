@@ -3,6 +3,7 @@
 pub mod admin_token;
 pub mod app;
 pub mod bandit;
+pub mod caps;
 pub mod classify;
 pub mod cli;
 pub mod click;

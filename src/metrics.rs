@@ -58,6 +58,8 @@ pub struct Metrics {
     pub click_record_errors: AtomicU64,
     pub rules_reloads: AtomicU64,
     pub rules_reload_failures: AtomicU64,
+    /// Conversion reports by result (`recorded`, `duplicate`, `updated`) or refusal code.
+    pub postbacks: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
     /// Classification + decision + URL expansion of one click.
     pub decision_latency: Histogram,
     /// Handing one click to the store (includes the commit in `strict` mode).
@@ -70,7 +72,13 @@ impl Metrics {
         self.redirects[index].fetch_add(1, Relaxed);
     }
 
-    pub fn render(&self, store: StoreStats) -> String {
+    pub fn postback(&self, result: &'static str) {
+        let mut postbacks = self.postbacks.lock().unwrap_or_else(|e| e.into_inner());
+        *postbacks.entry(result).or_default() += 1;
+    }
+
+    /// `deliveries`: outbound delivery attempts by outcome, from the delivery worker.
+    pub fn render(&self, store: StoreStats, deliveries: &[(&str, u64)]) -> String {
         let mut out = String::with_capacity(4096);
         let mut counter = |name: &str, help: &str, value: u64| {
             let _ = writeln!(
@@ -135,6 +143,31 @@ impl Metrics {
             "# HELP smartlink_store_queued Records handed to the store and not yet committed.\n# TYPE smartlink_store_queued gauge\nsmartlink_store_queued {}",
             store.queued
         );
+        let _ = writeln!(
+            out,
+            "# HELP smartlink_postbacks_total Conversion reports (postbacks and pixels) by result.\n# TYPE smartlink_postbacks_total counter"
+        );
+        for (result, count) in self
+            .postbacks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "smartlink_postbacks_total{{result=\"{result}\"}} {count}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP smartlink_deliveries_total Outbound postback delivery attempts by outcome.\n# TYPE smartlink_deliveries_total counter"
+        );
+        for (outcome, count) in deliveries {
+            let _ = writeln!(
+                out,
+                "smartlink_deliveries_total{{outcome=\"{outcome}\"}} {count}"
+            );
+        }
         let mean = if store.commits == 0 {
             0.0
         } else {
@@ -168,10 +201,11 @@ mod tests {
         metrics.decision_latency.observe(Duration::from_micros(5));
         metrics.decision_latency.observe(Duration::from_micros(300));
         metrics.redirect(Route::Fallback);
-        let text = metrics.render(StoreStats::default());
+        let text = metrics.render(StoreStats::default(), &[("delivered", 3)]);
         assert!(text.contains("smartlink_decision_seconds_bucket{le=\"0.00001\"} 1"));
         assert!(text.contains("smartlink_decision_seconds_bucket{le=\"0.0005\"} 2"));
         assert!(text.contains("smartlink_decision_seconds_count 2"));
         assert!(text.contains("smartlink_redirects_total{route=\"fallback\"} 1"));
+        assert!(text.contains("smartlink_deliveries_total{outcome=\"delivered\"} 3"));
     }
 }

@@ -8,12 +8,15 @@ use actix_web::{web, HttpRequest, HttpResponse};
 
 use crate::click::{click_cost, external_id, parse_params, ClickMacros};
 use crate::client_ip;
-use crate::decide::{decide, DecisionInput, NoCaps};
+use crate::decide::{decide, DecisionInput};
 use crate::http::error::json_error;
 use crate::http::AppState;
 use crate::rules::RedirectKind;
 use crate::store::ClickRecord;
 use crate::visitor::RequestHints;
+
+/// The first-party cookie set at click time that lets `/pixel.gif` find the click.
+pub const CLICK_COOKIE: &str = "sl_click";
 
 pub async fn click(
     req: HttpRequest,
@@ -66,7 +69,7 @@ pub async fn click(
             campaign,
             visitor: &visitor,
             params: &params,
-            availability: &NoCaps,
+            availability: state.caps.as_ref(),
             policy: state.policy.as_ref(),
         },
         &mut rng,
@@ -100,7 +103,7 @@ pub async fn click(
             ip
         };
         let record = ClickRecord {
-            id: click_id,
+            id: click_id.clone(),
             ts_ms: now_ms,
             campaign: campaign.id.clone(),
             source: source.id.clone(),
@@ -123,7 +126,40 @@ pub async fn click(
         }
         state.metrics.store_latency.observe(handed_over.elapsed());
     }
-    redirect(campaign.redirect, &location)
+    let mut response = redirect(campaign.redirect, &location);
+    if !is_head && decision.route != crate::decide::Route::Bot {
+        if let Ok(value) = click_cookie(
+            &req,
+            &click_id,
+            state.settings.config.attribution_window_days,
+        ) {
+            response
+                .headers_mut()
+                .append(actix_web::http::header::SET_COOKIE, value);
+        }
+    }
+    response
+}
+
+/// The first-party cookie `/pixel.gif` reads when a conversion page fires it without a click id.
+/// Cross-site pixel requests carry it only as `SameSite=None; Secure`, which browsers accept only
+/// over HTTPS; over plain HTTP it is `SameSite=Lax`.
+fn click_cookie(
+    req: &HttpRequest,
+    click_id: &str,
+    window_days: u32,
+) -> Result<actix_web::http::header::HeaderValue, actix_web::http::header::InvalidHeaderValue> {
+    let secure = req.connection_info().scheme() == "https";
+    let same_site = if secure {
+        "SameSite=None; Secure"
+    } else {
+        "SameSite=Lax"
+    };
+    actix_web::http::header::HeaderValue::from_str(&format!(
+        "{}={click_id}; Path=/; Max-Age={}; HttpOnly; {same_site}",
+        CLICK_COOKIE,
+        u64::from(window_days) * 86_400
+    ))
 }
 
 fn unknown_campaign(state: &AppState, campaign_id: &str) -> HttpResponse {

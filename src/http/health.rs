@@ -36,5 +36,5 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .insert_header(("Cache-Control", "no-store"))
-        .body(state.metrics.render(state.store.stats()))
+        .body(state.metrics.render(state.store.stats(), &[]))
 }

@@ -10,6 +10,7 @@ use actix_web::web;
 use arc_swap::ArcSwap;
 
 use crate::bandit::FallbackPolicy;
+use crate::caps::CapTracker;
 use crate::classify::Classifier;
 use crate::clock::Clock;
 use crate::config::Settings;
@@ -26,6 +27,8 @@ pub struct AppState {
     pub policy: Arc<dyn FallbackPolicy>,
     pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
+    /// Daily cap counts, read by every decision.
+    pub caps: Arc<CapTracker>,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
