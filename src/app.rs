@@ -16,6 +16,7 @@ use crate::caps::CapTracker;
 use crate::classify::Classifier;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Settings, StoreKind};
+use crate::deliver::{Backoff, Deliverer, StoreQueue};
 use crate::http::{self, error::json_error, AppState};
 use crate::metrics::Metrics;
 use crate::rules;
@@ -28,6 +29,7 @@ pub struct Application {
     server: Server,
     state: web::Data<AppState>,
     rules_watch: rules::WatchHandle,
+    delivery_task: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -61,6 +63,17 @@ impl Application {
         let port = listener.local_addr()?.port();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let caps = Arc::new(CapTracker::new(clock.clone()));
+        rebuild_caps(&caps, store.as_ref(), clock.now_ms()).await?;
+        let deliverer = Arc::new(
+            Deliverer::new(
+                Arc::new(StoreQueue(store.clone())),
+                clock.clone(),
+                Backoff::from(&config.delivery),
+                crate::deliver::DEFAULT_TIMEOUT,
+            )
+            .context("cannot set up outbound postbacks")?,
+        );
+        let delivery_task = deliverer.clone().spawn();
         let state = web::Data::new(AppState {
             settings,
             rules,
@@ -70,6 +83,7 @@ impl Application {
             metrics,
             clock,
             caps,
+            deliverer: Some(deliverer),
         });
         let server_state = state.clone();
         let server = HttpServer::new(move || {
@@ -87,6 +101,7 @@ impl Application {
             server,
             state,
             rules_watch,
+            delivery_task,
         })
     }
 
@@ -119,6 +134,12 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         self.server.await?;
         self.rules_watch.stop();
+        // The worker records the outcome of what it has in flight, then stops; its queue is
+        // durable, so the next start resumes what is left.
+        if let Some(deliverer) = &self.state.deliverer {
+            deliverer.shutdown();
+        }
+        let _ = self.delivery_task.await;
         self.state.store.flush().await?;
         tracing::info!("stopped; store flushed");
         Ok(())
@@ -170,6 +191,19 @@ fn watch_rules(
             }
         },
     )
+}
+
+/// Daily caps count approvals of the current day in any time zone; the store has them durably.
+async fn rebuild_caps(caps: &CapTracker, store: &dyn Store, now_ms: i64) -> anyhow::Result<()> {
+    let since = now_ms - 50 * 3_600_000;
+    let approvals = store
+        .approved_since(since)
+        .await
+        .context("cannot read approved conversions for the daily caps")?;
+    for (offer, at_ms) in approvals {
+        caps.approved(&offer, at_ms);
+    }
+    Ok(())
 }
 
 async fn not_found() -> HttpResponse {

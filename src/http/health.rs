@@ -36,5 +36,19 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .insert_header(("Cache-Control", "no-store"))
-        .body(state.metrics.render(state.store.stats(), &[]))
+        .body({
+            let deliveries = state
+                .deliverer
+                .as_ref()
+                .map(|d| d.stats())
+                .unwrap_or_default();
+            state.metrics.render(
+                state.store.stats(),
+                &[
+                    ("delivered", deliveries.delivered),
+                    ("retried", deliveries.retried),
+                    ("failed", deliveries.failed),
+                ],
+            )
+        })
 }

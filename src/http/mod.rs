@@ -1,8 +1,11 @@
 //! The HTTP surface: shared state and the whole route table in one place.
 
+pub mod api;
+pub mod auth;
 pub mod click;
 pub mod error;
 pub mod health;
+pub mod postback;
 
 use std::sync::Arc;
 
@@ -14,6 +17,7 @@ use crate::caps::CapTracker;
 use crate::classify::Classifier;
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::deliver::Deliverer;
 use crate::metrics::Metrics;
 use crate::rules::RuleSet;
 use crate::store::Store;
@@ -29,7 +33,12 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// Daily cap counts, read by every decision.
     pub caps: Arc<CapTracker>,
+    /// The outbound postback worker; woken when a conversion queues a delivery.
+    pub deliverer: Option<Arc<Deliverer>>,
 }
+
+/// Largest postback body read; networks send a few hundred bytes.
+const MAX_POSTBACK_BODY: usize = 64 * 1024;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -37,6 +46,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(click::click))
             .route(web::head().to(click::click)),
     )
+    .service(
+        web::resource(["/postback", "/postback/{secret}"])
+            .app_data(web::PayloadConfig::new(MAX_POSTBACK_BODY))
+            .route(web::get().to(postback::postback))
+            .route(web::post().to(postback::postback)),
+    )
+    .route("/pixel.gif", web::get().to(postback::pixel))
+    .route("/api/report", web::get().to(api::report))
+    .route("/api/postbacks", web::get().to(api::postbacks))
     .route("/healthz", web::get().to(health::healthz))
     .route("/readyz", web::get().to(health::readyz))
     .route("/metrics", web::get().to(health::metrics));

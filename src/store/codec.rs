@@ -9,7 +9,9 @@ use std::net::IpAddr;
 
 use rusqlite::types::{Value, ValueRef};
 
+use crate::conversion::ConversionStatus;
 use crate::decide::Route;
+use crate::store::DeliveryState;
 use crate::visitor::{Connection, Device, Os, QueryParams};
 
 pub(crate) fn route_code(route: Route) -> i64 {
@@ -79,6 +81,35 @@ pub(crate) fn device_from_code(code: i64) -> Option<Device> {
         .iter()
         .copied()
         .find(|&d| device_code(d) == code)
+}
+
+pub(crate) fn conversion_status_code(status: ConversionStatus) -> i64 {
+    match status {
+        ConversionStatus::Approved => 1,
+        ConversionStatus::Pending => 2,
+        ConversionStatus::Rejected => 3,
+        ConversionStatus::Chargeback => 4,
+    }
+}
+
+pub(crate) fn conversion_status_from_code(code: i64) -> Option<ConversionStatus> {
+    ConversionStatus::ALL
+        .into_iter()
+        .find(|&s| conversion_status_code(s) == code)
+}
+
+pub(crate) fn delivery_state_code(state: DeliveryState) -> i64 {
+    match state {
+        DeliveryState::Pending => 0,
+        DeliveryState::Delivered => 1,
+        DeliveryState::Failed => 2,
+    }
+}
+
+pub(crate) fn delivery_state_from_code(code: i64) -> Option<DeliveryState> {
+    DeliveryState::ALL
+        .into_iter()
+        .find(|&s| delivery_state_code(s) == code)
 }
 
 /// A canonical address becomes its 4 or 16 octets (a third of its text); anything else, such as
@@ -166,6 +197,28 @@ mod tests {
         assert_eq!(devices.len(), Device::ALL.len());
         for &device in Device::ALL {
             assert_eq!(device_from_code(device_code(device)), Some(device));
+        }
+        let statuses: HashSet<i64> = ConversionStatus::ALL
+            .into_iter()
+            .map(conversion_status_code)
+            .collect();
+        assert_eq!(statuses.len(), ConversionStatus::ALL.len());
+        for status in ConversionStatus::ALL {
+            assert_eq!(
+                conversion_status_from_code(conversion_status_code(status)),
+                Some(status)
+            );
+        }
+        let states: HashSet<i64> = DeliveryState::ALL
+            .into_iter()
+            .map(delivery_state_code)
+            .collect();
+        assert_eq!(states.len(), DeliveryState::ALL.len());
+        for state in DeliveryState::ALL {
+            assert_eq!(
+                delivery_state_from_code(delivery_state_code(state)),
+                Some(state)
+            );
         }
         assert_eq!(os_from_code(99), None);
     }

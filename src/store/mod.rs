@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 /// own type, so the server passes it straight through.
 pub use crate::config::Durability;
 
+use crate::conversion::{Change, ConversionKey, ConversionStatus};
 use crate::decide::Route;
 use crate::money::Money;
 use crate::visitor::{QueryParams, Visitor};
@@ -37,6 +38,110 @@ pub struct ClickRecord {
     pub ip: String,
     /// Query parameters with unreplaced source tokens already removed.
     pub params: QueryParams,
+}
+
+/// One conversion report as the postback endpoint accepted it (SPEC §9).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConversionReport {
+    pub key: ConversionKey,
+    pub status: ConversionStatus,
+    /// In base currency: what the identity counts for.
+    pub payout: Money,
+    /// The amount as the network sent it, before conversion; `None` when it sent none.
+    pub sent_payout: Option<Money>,
+    pub sent_currency: String,
+    pub ts_ms: i64,
+}
+
+/// An outbound postback to queue with a conversion (SPEC §10), its macros already filled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewDelivery {
+    pub url: String,
+    pub source: String,
+    /// The status the source is told about.
+    pub status: ConversionStatus,
+}
+
+/// Decides, from the change a report made, whether the source hears about it. Run by the store
+/// inside the conversion's transaction, so the delivery is queued if and only if the change is
+/// committed.
+pub type DeliveryPlan = Box<dyn FnOnce(&Change) -> Option<NewDelivery> + Send>;
+
+/// Where an outbound postback stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryState {
+    /// Waiting for its first attempt or a retry.
+    Pending,
+    /// A 2xx answer was received.
+    Delivered,
+    /// Given up on after the retry period.
+    Failed,
+}
+
+impl DeliveryState {
+    pub const ALL: [DeliveryState; 3] = [
+        DeliveryState::Pending,
+        DeliveryState::Delivered,
+        DeliveryState::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<DeliveryState> {
+        DeliveryState::ALL
+            .into_iter()
+            .find(|s| s.as_str().eq_ignore_ascii_case(text))
+    }
+}
+
+/// One queued outbound postback.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Delivery {
+    pub id: i64,
+    pub url: String,
+    pub source: String,
+    pub click_id: String,
+    pub event: String,
+    /// The conversion status reported (`approved`, `pending`, ...).
+    pub status: String,
+    pub created_ms: i64,
+    /// HTTP attempts made so far, the successful or last one included.
+    pub attempts: u32,
+    /// When the next attempt is due (only meaningful while pending).
+    pub next_at_ms: i64,
+    pub state: DeliveryState,
+    pub last_error: Option<String>,
+    pub delivered_ms: Option<i64>,
+}
+
+/// The outcome of one delivery attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeliveryAttempt {
+    Delivered { at_ms: i64 },
+    Retry { next_at_ms: i64, error: String },
+    GaveUp { error: String },
+}
+
+/// Totals of one offer's clicks in a period and of the conversions of those clicks (SPEC §12).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct OfferTotals {
+    /// `None` for clicks that went to no offer (backlink, bot).
+    pub offer: Option<String>,
+    pub clicks: i64,
+    pub cost: Money,
+    /// Approved identities.
+    pub conversions: i64,
+    /// Approved payouts.
+    pub revenue: Money,
+    /// Pending payouts.
+    pub pending_revenue: Money,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,4 +183,46 @@ pub trait Store: Send + Sync + 'static {
     async fn flush(&self) -> Result<(), StoreError>;
 
     fn stats(&self) -> StoreStats;
+
+    /// Applies a conversion report inside one write transaction and commits it before returning,
+    /// in both durability modes (a 200 is only sent after this returns Ok). Reads the identity's
+    /// current state, runs `conversion::apply`, writes the new state (nothing for Duplicate),
+    /// and, when `plan(&change)` returns a delivery, enqueues it in the SAME transaction.
+    async fn record_conversion(
+        &self,
+        report: ConversionReport,
+        plan: DeliveryPlan,
+    ) -> Result<Change, StoreError>;
+
+    /// Pending deliveries due at `now_ms`, the longest-waiting first.
+    async fn due_deliveries(&self, now_ms: i64, limit: usize) -> Result<Vec<Delivery>, StoreError>;
+
+    /// Records the outcome of an attempt; returns once it is committed. An attempt on a delivery
+    /// that is no longer pending changes nothing.
+    async fn record_delivery_attempt(
+        &self,
+        id: i64,
+        attempt: DeliveryAttempt,
+    ) -> Result<(), StoreError>;
+
+    /// Deliveries in `state`, newest first (for `GET /api/postbacks`).
+    async fn deliveries(
+        &self,
+        state: DeliveryState,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError>;
+
+    /// Approved conversions whose approval happened at or after `since_ms`: (offer id of their
+    /// click, approval time ms). Used at start to rebuild daily cap counters.
+    async fn approved_since(&self, since_ms: i64) -> Result<Vec<(String, i64)>, StoreError>;
+
+    /// Per-offer totals of clicks whose time is in [from_ms, to_ms), optionally of one campaign.
+    /// Conversions count against their click's time (SPEC §12). Offer None = clicks that went to
+    /// backlink/bot.
+    async fn offer_totals(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        campaign: Option<&str>,
+    ) -> Result<Vec<OfferTotals>, StoreError>;
 }

@@ -8,11 +8,25 @@
 //! answered be lost gets that against power loss too, and group commit spreads one fsync over
 //! every click that arrived meanwhile.
 //!
+//! Conversions are different: the network is told `200` only after its report is committed, and
+//! a recorded conversion must never be lost once it was. So `record_conversion` always waits for
+//! the commit, and in `batched` mode the writer raises `synchronous` to FULL for the one
+//! transaction that carries a conversion: the conversion (and every click committed with it)
+//! then survives power loss as well, at the price of one fsync per batch that holds one. With a
+//! conversion rate around a percent of clicks that is a small share of commits.
+//!
+//! Retention: clicks older than the retention period are deleted, and with them the conversions
+//! (and their report history) of those clicks, since a conversion counts against its click and
+//! means nothing without it. Outbound postbacks are kept on their own clock: delivered ones for
+//! 7 days after delivery, failed ones for 30 days after their last attempt, so an operator can
+//! still see why a source missed a conversion; pending ones are never deleted.
+//!
 //! Checkpoints (copying the WAL back into the database file, with an fsync) run on a thread of
 //! their own, so the writer never stalls behind one and `batched` keeps its 10 ms promise.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -26,7 +40,11 @@ use rusqlite::{types::Type, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use super::codec;
-use super::{ClickRecord, Durability, Store, StoreError, StoreStats};
+use super::{
+    ClickRecord, ConversionReport, Delivery, DeliveryAttempt, DeliveryPlan, DeliveryState,
+    Durability, NewDelivery, OfferTotals, Store, StoreError, StoreStats,
+};
+use crate::conversion::{self, Change, ConversionState, ConversionStatus};
 use crate::money::Money;
 use crate::visitor::Visitor;
 
@@ -74,7 +92,64 @@ const MIGRATIONS: &[&str] = &[
         key   TEXT PRIMARY KEY NOT NULL,
         value
     ) WITHOUT ROWID;",
+    // Conversions: one row per identity (SPEC §9) with what it counts for now. `click_ts` copies
+    // the click's time, because reports count a conversion against its click's time and
+    // retention deletes it with its click: both then select by an index of this table alone.
+    // `approved_ms` is set only while the identity is approved, for rebuilding daily caps.
+    // `conversion_reports` keeps every report that changed something, for audit. `deliveries`
+    // is the outbound postback queue (SPEC §10); statuses and states are `codec` codes.
+    "CREATE TABLE conversions (
+        click_id      TEXT NOT NULL,
+        event         TEXT NOT NULL,
+        txid          TEXT NOT NULL,
+        click_ts      INTEGER NOT NULL,
+        status        INTEGER NOT NULL,
+        payout        INTEGER NOT NULL,
+        sent_payout   INTEGER,
+        sent_currency TEXT NOT NULL,
+        created_ms    INTEGER NOT NULL,
+        updated_ms    INTEGER NOT NULL,
+        approved_ms   INTEGER,
+        PRIMARY KEY (click_id, event, txid)
+    ) WITHOUT ROWID;
+    CREATE INDEX conversions_by_click_ts ON conversions(click_ts);
+    CREATE INDEX conversions_by_approval ON conversions(approved_ms)
+        WHERE approved_ms IS NOT NULL;
+    CREATE TABLE conversion_reports (
+        id            INTEGER PRIMARY KEY,
+        click_id      TEXT NOT NULL,
+        event         TEXT NOT NULL,
+        txid          TEXT NOT NULL,
+        click_ts      INTEGER NOT NULL,
+        ts            INTEGER NOT NULL,
+        status        INTEGER NOT NULL,
+        payout        INTEGER NOT NULL,
+        sent_payout   INTEGER,
+        sent_currency TEXT NOT NULL,
+        result        INTEGER NOT NULL
+    );
+    CREATE INDEX conversion_reports_by_click_ts ON conversion_reports(click_ts);
+    CREATE TABLE deliveries (
+        id           INTEGER PRIMARY KEY,
+        url          TEXT NOT NULL,
+        source       TEXT NOT NULL,
+        click_id     TEXT NOT NULL,
+        event        TEXT NOT NULL,
+        status       INTEGER NOT NULL,
+        created_ms   INTEGER NOT NULL,
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        next_at_ms   INTEGER NOT NULL,
+        state        INTEGER NOT NULL,
+        last_error   TEXT,
+        delivered_ms INTEGER
+    );
+    CREATE INDEX deliveries_due ON deliveries(state, next_at_ms);
+    CREATE INDEX deliveries_by_state ON deliveries(state);",
 ];
+
+/// `conversion_reports.result`: part of the file format, like the `codec` codes.
+const REPORT_RECORDED: i64 = 1;
+const REPORT_UPDATED: i64 = 2;
 
 const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
@@ -95,6 +170,9 @@ const PING_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_IDLE_READERS: usize = 4;
 const WRITE_ATTEMPTS: u32 = 3;
 const NAME_CACHE_LIMIT: usize = 100_000;
+const DAY_MS: i64 = 86_400_000;
+const KEEP_DELIVERED_MS: i64 = 7 * DAY_MS;
+const KEEP_FAILED_MS: i64 = 30 * DAY_MS;
 
 /// The SQLite store. Cheap to share behind an `Arc`; dropping it commits what is queued and waits
 /// for its threads to finish.
@@ -120,8 +198,8 @@ struct Shared {
     last_overflow_log_ms: AtomicI64,
 }
 
-/// One message to the writer thread. New record kinds (conversions, the outbound postback queue,
-/// counters) become new `WriteKind`s and share the same group commit.
+/// One message to the writer thread. Every record kind is a `WriteKind` and shares the same group
+/// commit.
 enum Op {
     Write(Write),
     Control(Control),
@@ -140,12 +218,69 @@ enum Control {
 
 struct Write {
     kind: WriteKind,
-    /// Present when the sender waits for the commit (`strict`).
-    done: Option<oneshot::Sender<Result<(), StoreError>>>,
+    /// Present when the sender waits for the commit (`strict` clicks, and every other kind).
+    done: Option<oneshot::Sender<Result<Outcome, StoreError>>>,
 }
 
 enum WriteKind {
     Click(Arc<ClickRecord>),
+    Conversion(Box<ConversionWrite>),
+    DeliveryAttempt { id: i64, attempt: DeliveryAttempt },
+}
+
+/// What a committed write answers its sender.
+#[derive(Debug)]
+enum Outcome {
+    Done,
+    Conversion(Change),
+}
+
+struct ConversionWrite {
+    report: ConversionReport,
+    plan: Plan,
+}
+
+/// A failed batch is retried as a whole, but a delivery plan can run only once: its answer is
+/// kept for the retry, which reaches the same change because the rollback restored the state
+/// the first attempt saw.
+struct Plan {
+    ready: Option<DeliveryPlan>,
+    ran: Option<(Change, Option<NewDelivery>)>,
+}
+
+impl Plan {
+    fn new(plan: DeliveryPlan) -> Plan {
+        Plan {
+            ready: Some(plan),
+            ran: None,
+        }
+    }
+
+    fn delivery(&mut self, change: &Change, describe: impl Fn() -> String) -> Option<&NewDelivery> {
+        if let Some(plan) = self.ready.take() {
+            // The plan renders a template supplied from outside the store; a panic in it must not
+            // take down the one thread that writes.
+            let delivery = std::panic::catch_unwind(AssertUnwindSafe(|| plan(change)))
+                .unwrap_or_else(|_| {
+                    tracing::error!(
+                        conversion = describe(),
+                        "delivery plan panicked; no postback queued"
+                    );
+                    None
+                });
+            self.ran = Some((*change, delivery));
+        }
+        match &self.ran {
+            Some((planned, delivery)) if planned == change => delivery.as_ref(),
+            _ => {
+                tracing::error!(
+                    conversion = describe(),
+                    "conversion changed between attempts; no postback queued"
+                );
+                None
+            }
+        }
+    }
 }
 
 impl SqliteStore {
@@ -198,6 +333,7 @@ impl SqliteStore {
         let (ops, receiver) = mpsc::sync_channel(queue_capacity);
         let writer = Writer {
             conn,
+            durability,
             ops: receiver,
             shared: Arc::clone(&shared),
             names: HashMap::new(),
@@ -266,6 +402,33 @@ impl SqliteStore {
         }
     }
 
+    /// Hands a write over and waits for its commit, whatever the durability mode.
+    async fn write_and_wait(&self, kind: WriteKind) -> Result<Outcome, StoreError> {
+        let (done, committed) = oneshot::channel();
+        self.shared.queued.fetch_add(1, Ordering::Relaxed);
+        let op = Op::Write(Write {
+            kind,
+            done: Some(done),
+        });
+        if let Err(err) = self.send_waiting(op).await {
+            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+            return Err(err);
+        }
+        committed.await.map_err(|_| writer_gone())?
+    }
+
+    /// Runs a query on a read connection, off the async threads.
+    async fn read<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let readers = Arc::clone(&self.readers);
+        tokio::task::spawn_blocking(move || readers.with(work))
+            .await
+            .map_err(|e| StoreError::Internal(e.to_string()))?
+            .map_err(store_error)
+    }
+
     fn note_refused(&self, id: &str, err: &StoreError) {
         let failed = self.shared.failed.fetch_add(1, Ordering::Relaxed) + 1;
         // One line a second at most: when the queue overflows it does so thousands of times.
@@ -309,7 +472,7 @@ impl Store for SqliteStore {
             return Err(err);
         }
         match committed {
-            Some(committed) => committed.await.map_err(|_| writer_gone())?,
+            Some(committed) => committed.await.map_err(|_| writer_gone())?.map(|_| ()),
             None => Ok(()),
         }
     }
@@ -318,12 +481,8 @@ impl Store for SqliteStore {
         if let Some(record) = lock(&self.shared.pending).get(id) {
             return Ok(Some(ClickRecord::clone(record)));
         }
-        let readers = Arc::clone(&self.readers);
         let id = id.to_owned();
-        tokio::task::spawn_blocking(move || readers.with(|conn| load_click(conn, &id)))
-            .await
-            .map_err(|e| StoreError::Internal(e.to_string()))?
-            .map_err(store_error)
+        self.read(move |conn| load_click(conn, &id)).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -354,6 +513,108 @@ impl Store for SqliteStore {
             commit_micros_total: shared.commit_micros_total.load(Ordering::Relaxed),
             failed: shared.failed.load(Ordering::Relaxed),
         }
+    }
+
+    async fn record_conversion(
+        &self,
+        report: ConversionReport,
+        plan: DeliveryPlan,
+    ) -> Result<Change, StoreError> {
+        let write = ConversionWrite {
+            report,
+            plan: Plan::new(plan),
+        };
+        match self
+            .write_and_wait(WriteKind::Conversion(Box::new(write)))
+            .await?
+        {
+            Outcome::Conversion(change) => Ok(change),
+            Outcome::Done => Err(StoreError::Internal(
+                "the writer answered a conversion without its change".into(),
+            )),
+        }
+    }
+
+    async fn due_deliveries(&self, now_ms: i64, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let mut query = conn.prepare_cached(&format!(
+                "{SELECT_DELIVERY} WHERE state = ?1 AND next_at_ms <= ?2
+                 ORDER BY next_at_ms, id LIMIT ?3"
+            ))?;
+            let rows = query.query_map(
+                params![
+                    codec::delivery_state_code(DeliveryState::Pending),
+                    now_ms,
+                    limit
+                ],
+                delivery_from_row,
+            )?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn record_delivery_attempt(
+        &self,
+        id: i64,
+        attempt: DeliveryAttempt,
+    ) -> Result<(), StoreError> {
+        self.write_and_wait(WriteKind::DeliveryAttempt { id, attempt })
+            .await
+            .map(|_| ())
+    }
+
+    async fn deliveries(
+        &self,
+        state: DeliveryState,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let mut query = conn.prepare_cached(&format!(
+                "{SELECT_DELIVERY} WHERE state = ?1 ORDER BY id DESC LIMIT ?2"
+            ))?;
+            let rows = query.query_map(
+                params![codec::delivery_state_code(state), limit],
+                delivery_from_row,
+            )?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn approved_since(&self, since_ms: i64) -> Result<Vec<(String, i64)>, StoreError> {
+        self.read(move |conn| {
+            let mut query = conn.prepare_cached(
+                "SELECT n.name, v.approved_ms
+                 FROM conversions v
+                 JOIN clicks c ON c.id = v.click_id
+                 JOIN names n ON n.id = c.offer
+                 WHERE v.approved_ms >= ?1 AND v.status = ?2
+                 ORDER BY v.approved_ms",
+            )?;
+            let rows = query.query_map(
+                params![
+                    since_ms,
+                    codec::conversion_status_code(ConversionStatus::Approved)
+                ],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn offer_totals(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        campaign: Option<&str>,
+    ) -> Result<Vec<OfferTotals>, StoreError> {
+        let campaign = campaign.map(str::to_owned);
+        self.read(move |conn| offer_totals(conn, from_ms, to_ms, campaign.as_deref()))
+            .await
     }
 }
 
@@ -629,9 +890,113 @@ fn click_from_row(row: &Row<'_>) -> rusqlite::Result<ClickRecord> {
     })
 }
 
+const SELECT_DELIVERY: &str = "
+    SELECT id, url, source, click_id, event, status, created_ms, attempts, next_at_ms, state,
+           last_error, delivered_ms
+    FROM deliveries";
+
+fn delivery_from_row(row: &Row<'_>) -> rusqlite::Result<Delivery> {
+    let status: i64 = row.get(5)?;
+    let status = codec::conversion_status_from_code(status)
+        .ok_or(rusqlite::Error::IntegralValueOutOfRange(5, status))?;
+    let state: i64 = row.get(9)?;
+    let state = codec::delivery_state_from_code(state)
+        .ok_or(rusqlite::Error::IntegralValueOutOfRange(9, state))?;
+    Ok(Delivery {
+        id: row.get(0)?,
+        url: row.get(1)?,
+        source: row.get(2)?,
+        click_id: row.get(3)?,
+        event: row.get(4)?,
+        status: status.as_str().to_owned(),
+        created_ms: row.get(6)?,
+        attempts: row.get(7)?,
+        next_at_ms: row.get(8)?,
+        state,
+        last_error: row.get(10)?,
+        delivered_ms: row.get(11)?,
+    })
+}
+
+fn offer_totals(
+    conn: &Connection,
+    from_ms: i64,
+    to_ms: i64,
+    campaign: Option<&str>,
+) -> rusqlite::Result<Vec<OfferTotals>> {
+    let campaign = match campaign {
+        None => None,
+        Some(name) => {
+            let id: Option<i64> = conn
+                .prepare_cached("SELECT id FROM names WHERE name = ?1")?
+                .query_row([name], |row| row.get(0))
+                .optional()?;
+            // A campaign never named in the file has had no clicks.
+            let Some(id) = id else {
+                return Ok(Vec::new());
+            };
+            Some(id)
+        }
+    };
+    let mut totals: HashMap<Option<String>, OfferTotals> = HashMap::new();
+    let mut clicks = conn.prepare_cached(
+        "SELECT n.name, t.clicks, t.cost
+         FROM (SELECT offer, count(*) AS clicks, coalesce(sum(cost), 0) AS cost
+               FROM clicks
+               WHERE ts >= ?1 AND ts < ?2 AND (?3 IS NULL OR campaign = ?3)
+               GROUP BY offer) t
+         LEFT JOIN names n ON n.id = t.offer",
+    )?;
+    let mut rows = clicks.query(params![from_ms, to_ms, campaign])?;
+    while let Some(row) = rows.next()? {
+        let offer: Option<String> = row.get(0)?;
+        let entry = totals.entry(offer.clone()).or_insert_with(|| OfferTotals {
+            offer,
+            ..OfferTotals::default()
+        });
+        entry.clicks += row.get::<_, i64>(1)?;
+        entry.cost = entry.cost + Money::from_micros(row.get(2)?);
+    }
+    // Each identity is folded through `conversion::counts`, so what a status counts for is
+    // decided in one place for the postback answer, the caps and this report alike.
+    let mut conversions = conn.prepare_cached(
+        "SELECT n.name, v.status, v.payout
+         FROM conversions v
+         JOIN clicks c ON c.id = v.click_id
+         LEFT JOIN names n ON n.id = c.offer
+         WHERE v.click_ts >= ?1 AND v.click_ts < ?2 AND (?3 IS NULL OR c.campaign = ?3)",
+    )?;
+    let mut rows = conversions.query(params![from_ms, to_ms, campaign])?;
+    while let Some(row) = rows.next()? {
+        let offer: Option<String> = row.get(0)?;
+        let code: i64 = row.get(1)?;
+        let status = codec::conversion_status_from_code(code)
+            .ok_or(rusqlite::Error::IntegralValueOutOfRange(1, code))?;
+        let payout = Money::from_micros(row.get(2)?);
+        let (count, revenue, pending) = conversion::counts(ConversionState { status, payout });
+        let entry = totals.entry(offer.clone()).or_insert_with(|| OfferTotals {
+            offer,
+            ..OfferTotals::default()
+        });
+        entry.conversions += count;
+        entry.revenue = entry.revenue + revenue;
+        entry.pending_revenue = entry.pending_revenue + pending;
+    }
+    let mut totals: Vec<OfferTotals> = totals.into_values().collect();
+    // Offers by name, then the traffic that went to no offer.
+    totals.sort_by(|a, b| match (&a.offer, &b.offer) {
+        (Some(a), Some(b)) => a.cmp(b),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => std::cmp::Ordering::Equal,
+    });
+    Ok(totals)
+}
+
 /// Owns the write connection; the only thread that writes.
 struct Writer {
     conn: Connection,
+    durability: Durability,
     ops: Receiver<Op>,
     shared: Arc<Shared>,
     /// Interned name → `names.id`. Cleared whenever a transaction rolls back, since ids handed
@@ -645,6 +1010,8 @@ struct Writer {
 
 struct PruneRun {
     cutoff_ms: i64,
+    delivered_cutoff_ms: i64,
+    failed_cutoff_ms: i64,
     deleted: u64,
     waiters: Vec<oneshot::Sender<Result<u64, StoreError>>>,
 }
@@ -734,15 +1101,22 @@ impl Writer {
         Ok(())
     }
 
-    fn commit(&mut self, writes: Vec<Write>) {
+    fn commit(&mut self, mut writes: Vec<Write>) {
         if writes.is_empty() {
             return;
         }
         let started = Instant::now();
+        let sync_fully = self.durability == Durability::Batched
+            && writes
+                .iter()
+                .any(|write| matches!(write.kind, WriteKind::Conversion(_)));
+        if sync_fully {
+            self.set_synchronous("FULL");
+        }
         let mut attempt = 1;
         let outcome = loop {
-            match self.transaction(&writes) {
-                Ok(rejected) => break Ok(rejected),
+            match self.transaction(&mut writes) {
+                Ok(results) => break Ok(results),
                 Err(err) => {
                     self.names.clear();
                     if attempt == WRITE_ATTEMPTS {
@@ -754,22 +1128,25 @@ impl Writer {
                 }
             }
         };
+        if sync_fully {
+            self.set_synchronous(synchronous(self.durability));
+        }
         let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let count = writes.len() as u64;
-        let rejected = match outcome {
-            Ok(rejected) => {
+        let results = match outcome {
+            Ok(results) => {
                 self.health = Ok(());
                 self.shared.commits.fetch_add(1, Ordering::Relaxed);
                 self.shared
                     .commit_micros_total
                     .fetch_add(micros, Ordering::Relaxed);
-                rejected
+                results
             }
             Err(err) => {
                 let message = err.to_string();
                 tracing::error!(error = %message, records = count, first = writes[0].describe(), "SQLite write failed; records lost");
                 self.health = Err(message.clone());
-                vec![Some(message); writes.len()]
+                writes.iter().map(|_| Err(message.clone())).collect()
             }
         };
         {
@@ -777,14 +1154,15 @@ impl Writer {
             for write in &writes {
                 match &write.kind {
                     WriteKind::Click(record) => forget_pending(&mut pending, record),
+                    WriteKind::Conversion(_) | WriteKind::DeliveryAttempt { .. } => {}
                 }
             }
         }
         let mut failed = 0;
-        for (write, rejection) in writes.into_iter().zip(rejected) {
-            let result = match rejection {
-                None => Ok(()),
-                Some(message) => {
+        for (write, result) in writes.into_iter().zip(results) {
+            let result = match result {
+                Ok(outcome) => Ok(outcome),
+                Err(message) => {
                     failed += 1;
                     if self.health.is_ok() {
                         tracing::error!(error = %message, record = write.describe(), "record refused by SQLite");
@@ -807,38 +1185,69 @@ impl Writer {
         self.shared.queued.fetch_sub(count, Ordering::Relaxed);
     }
 
-    /// One transaction over the batch. A record SQLite refuses on its own (a duplicate id)
-    /// fails alone; anything else fails the whole batch.
-    fn transaction(&mut self, writes: &[Write]) -> rusqlite::Result<Vec<Option<String>>> {
-        let tx = self
+    fn set_synchronous(&self, level: &str) {
+        if let Err(err) = self.conn.pragma_update(None, "synchronous", level) {
+            tracing::warn!(error = %err, level, "cannot change SQLite synchronous");
+        }
+    }
+
+    /// One transaction over the batch. A record SQLite refuses on its own (a duplicate id), or
+    /// one that names a delivery that does not exist, fails alone; anything else fails the
+    /// whole batch.
+    fn transaction(
+        &mut self,
+        writes: &mut [Write],
+    ) -> rusqlite::Result<Vec<Result<Outcome, String>>> {
+        let mut tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut rejected = Vec::with_capacity(writes.len());
-        for write in writes {
-            let applied = match &write.kind {
-                WriteKind::Click(record) => insert_click(&tx, &mut self.names, record),
+        let mut results = Vec::with_capacity(writes.len());
+        for write in writes.iter_mut() {
+            let applied = match &mut write.kind {
+                WriteKind::Click(record) => {
+                    insert_click(&tx, &mut self.names, record).map(|()| Ok(Outcome::Done))
+                }
+                WriteKind::Conversion(conversion) => {
+                    // A conversion is several statements: one refused midway must leave none.
+                    let savepoint = tx.savepoint()?;
+                    match apply_conversion(&savepoint, conversion) {
+                        Ok(change) => savepoint.commit().map(|()| Ok(Outcome::Conversion(change))),
+                        Err(err) => Err(err),
+                    }
+                }
+                WriteKind::DeliveryAttempt { id, attempt } => {
+                    apply_delivery_attempt(&tx, *id, attempt)
+                        .map(|applied| applied.map(|()| Outcome::Done))
+                }
             };
             match applied {
-                Ok(()) => rejected.push(None),
+                Ok(result) => results.push(result),
                 Err(err) if err.sqlite_error_code() == Some(ErrorCode::ConstraintViolation) => {
-                    rejected.push(Some(err.to_string()));
+                    results.push(Err(err.to_string()));
                 }
                 Err(err) => return Err(err),
             }
         }
         tx.commit()?;
-        Ok(rejected)
+        Ok(results)
     }
 
     fn start_prune(&mut self, waiter: Option<oneshot::Sender<Result<u64, StoreError>>>) {
-        let cutoff_ms = now_ms().saturating_sub(self.retention_ms);
+        let now = now_ms();
+        let cutoff_ms = now.saturating_sub(self.retention_ms);
+        let delivered_cutoff_ms = now.saturating_sub(KEEP_DELIVERED_MS);
+        let failed_cutoff_ms = now.saturating_sub(KEEP_FAILED_MS);
         let run = self.prune.get_or_insert_with(|| PruneRun {
             cutoff_ms,
+            delivered_cutoff_ms,
+            failed_cutoff_ms,
             deleted: 0,
             waiters: Vec::new(),
         });
-        // An explicit request moves the cutoff to now, so it sees everything expired by then.
+        // An explicit request moves the cutoffs to now, so it sees everything expired by then.
         run.cutoff_ms = run.cutoff_ms.max(cutoff_ms);
+        run.delivered_cutoff_ms = run.delivered_cutoff_ms.max(delivered_cutoff_ms);
+        run.failed_cutoff_ms = run.failed_cutoff_ms.max(failed_cutoff_ms);
         run.waiters.extend(waiter);
     }
 
@@ -846,17 +1255,11 @@ impl Writer {
         let Some(run) = self.prune.as_mut() else {
             return;
         };
-        let step = self
-            .conn
-            .prepare_cached(
-                "DELETE FROM clicks WHERE id IN
-                     (SELECT id FROM clicks WHERE ts < ?1 ORDER BY ts LIMIT ?2)",
-            )
-            .and_then(|mut delete| delete.execute(params![run.cutoff_ms, PRUNE_STEP]));
+        let step = prune_once(&mut self.conn, run);
         let finished = match step {
-            Ok(deleted) => {
-                run.deleted += deleted as u64;
-                (deleted as i64) < PRUNE_STEP
+            Ok((deleted, more)) => {
+                run.deleted += deleted;
+                !more
             }
             Err(err) => {
                 // Left for the next hourly run; the rows stay, nothing else is affected.
@@ -880,12 +1283,241 @@ impl Writer {
     }
 }
 
+/// One retention step in one transaction: up to `PRUNE_STEP` rows of each kind. Answers the
+/// clicks deleted and whether any kind may have more left.
+fn prune_once(conn: &mut Connection, run: &PruneRun) -> rusqlite::Result<(u64, bool)> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut more = false;
+    let mut delete = |sql: &str, cutoff: i64| -> rusqlite::Result<usize> {
+        let deleted = tx
+            .prepare_cached(sql)?
+            .execute(params![cutoff, PRUNE_STEP])?;
+        more |= deleted as i64 >= PRUNE_STEP;
+        Ok(deleted)
+    };
+    // Every conversion of a click shares its `click_ts`, so whole clicks' worth go at once.
+    delete(
+        "DELETE FROM conversions WHERE click_id IN
+             (SELECT click_id FROM conversions WHERE click_ts < ?1 ORDER BY click_ts LIMIT ?2)",
+        run.cutoff_ms,
+    )?;
+    delete(
+        "DELETE FROM conversion_reports WHERE id IN
+             (SELECT id FROM conversion_reports WHERE click_ts < ?1 ORDER BY click_ts LIMIT ?2)",
+        run.cutoff_ms,
+    )?;
+    let clicks = delete(
+        "DELETE FROM clicks WHERE id IN
+             (SELECT id FROM clicks WHERE ts < ?1 ORDER BY ts LIMIT ?2)",
+        run.cutoff_ms,
+    )?;
+    delete(
+        &format!(
+            "DELETE FROM deliveries WHERE id IN
+                 (SELECT id FROM deliveries WHERE state = {} AND delivered_ms < ?1 LIMIT ?2)",
+            codec::delivery_state_code(DeliveryState::Delivered)
+        ),
+        run.delivered_cutoff_ms,
+    )?;
+    // A failed delivery keeps the time its last attempt was due in `next_at_ms`.
+    delete(
+        &format!(
+            "DELETE FROM deliveries WHERE id IN
+                 (SELECT id FROM deliveries WHERE state = {} AND next_at_ms < ?1 LIMIT ?2)",
+            codec::delivery_state_code(DeliveryState::Failed)
+        ),
+        run.failed_cutoff_ms,
+    )?;
+    tx.commit()?;
+    Ok((clicks as u64, more))
+}
+
 impl Write {
     fn describe(&self) -> String {
         match &self.kind {
             WriteKind::Click(record) => format!("click {}", record.id),
+            WriteKind::Conversion(conversion) => describe_conversion(&conversion.report),
+            WriteKind::DeliveryAttempt { id, .. } => format!("delivery attempt {id}"),
         }
     }
+}
+
+fn describe_conversion(report: &ConversionReport) -> String {
+    let key = &report.key;
+    format!("conversion {}/{}/{}", key.click_id, key.event, key.txid)
+}
+
+/// Applies one report to its identity (SPEC §9) and queues the delivery its plan asks for.
+fn apply_conversion(conn: &Connection, write: &mut ConversionWrite) -> rusqlite::Result<Change> {
+    let report = &write.report;
+    let key = &report.key;
+    let stored: Option<(i64, i64, i64, Option<i64>)> = conn
+        .prepare_cached(
+            "SELECT status, payout, click_ts, approved_ms FROM conversions
+             WHERE click_id = ?1 AND event = ?2 AND txid = ?3",
+        )?
+        .query_row(params![key.click_id, key.event, key.txid], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })
+        .optional()?;
+    let current = match stored {
+        Some((code, payout, _, _)) => Some(ConversionState {
+            status: codec::conversion_status_from_code(code)
+                .ok_or(rusqlite::Error::IntegralValueOutOfRange(0, code))?,
+            payout: Money::from_micros(payout),
+        }),
+        None => None,
+    };
+    let change = conversion::apply(current, report.status, report.payout);
+    let approved = ConversionStatus::Approved;
+    let (click_ts, result) = match (change, stored) {
+        (Change::Duplicate, _) => (None, None),
+        (Change::Recorded(state), _) => {
+            // The click was handed to this writer before the report could name it, so it is
+            // committed by now or earlier in this transaction. Should its write have failed,
+            // the report's own time stands in.
+            let click_ts: i64 = conn
+                .prepare_cached("SELECT ts FROM clicks WHERE id = ?1")?
+                .query_row([&key.click_id], |row| row.get(0))
+                .optional()?
+                .unwrap_or(report.ts_ms);
+            conn.prepare_cached(
+                "INSERT INTO conversions (click_id, event, txid, click_ts, status, payout,
+                     sent_payout, sent_currency, created_ms, updated_ms, approved_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10)",
+            )?
+            .execute(params![
+                key.click_id,
+                key.event,
+                key.txid,
+                click_ts,
+                codec::conversion_status_code(state.status),
+                state.payout.micros(),
+                report.sent_payout.map(Money::micros),
+                report.sent_currency,
+                report.ts_ms,
+                (state.status == approved).then_some(report.ts_ms),
+            ])?;
+            (Some(click_ts), Some(REPORT_RECORDED))
+        }
+        (Change::Updated { before, after }, Some((_, _, click_ts, approved_ms))) => {
+            // The time of the approval that stands: kept across adjustments within approved.
+            let approved_ms = match (before.status == approved, after.status == approved) {
+                (_, false) => None,
+                (true, true) => approved_ms,
+                (false, true) => Some(report.ts_ms),
+            };
+            conn.prepare_cached(
+                "UPDATE conversions SET status = ?4, payout = ?5, sent_payout = ?6,
+                     sent_currency = ?7, updated_ms = ?8, approved_ms = ?9
+                 WHERE click_id = ?1 AND event = ?2 AND txid = ?3",
+            )?
+            .execute(params![
+                key.click_id,
+                key.event,
+                key.txid,
+                codec::conversion_status_code(after.status),
+                after.payout.micros(),
+                report.sent_payout.map(Money::micros),
+                report.sent_currency,
+                report.ts_ms,
+                approved_ms,
+            ])?;
+            (Some(click_ts), Some(REPORT_UPDATED))
+        }
+        (Change::Updated { .. }, None) => {
+            unreachable!("conversion::apply updates only an identity it was given")
+        }
+    };
+    if let (Some(click_ts), Some(result)) = (click_ts, result) {
+        conn.prepare_cached(
+            "INSERT INTO conversion_reports (click_id, event, txid, click_ts, ts, status, payout,
+                 sent_payout, sent_currency, result)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )?
+        .execute(params![
+            key.click_id,
+            key.event,
+            key.txid,
+            click_ts,
+            report.ts_ms,
+            codec::conversion_status_code(report.status),
+            report.payout.micros(),
+            report.sent_payout.map(Money::micros),
+            report.sent_currency,
+            result,
+        ])?;
+    }
+    let ts_ms = report.ts_ms;
+    let click_id = key.click_id.clone();
+    let event = key.event.clone();
+    let describe = || describe_conversion(&write.report);
+    if let Some(delivery) = write.plan.delivery(&change, describe) {
+        conn.prepare_cached(
+            "INSERT INTO deliveries (url, source, click_id, event, status, created_ms, attempts,
+                 next_at_ms, state)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?6, ?7)",
+        )?
+        .execute(params![
+            delivery.url,
+            delivery.source,
+            click_id,
+            event,
+            codec::conversion_status_code(delivery.status),
+            ts_ms,
+            codec::delivery_state_code(DeliveryState::Pending),
+        ])?;
+    }
+    Ok(change)
+}
+
+/// Records an attempt's outcome. Only a pending delivery changes: a late answer for one already
+/// finished must not reopen it. An unknown id is refused on its own.
+fn apply_delivery_attempt(
+    conn: &Connection,
+    id: i64,
+    attempt: &DeliveryAttempt,
+) -> rusqlite::Result<Result<(), String>> {
+    let pending = codec::delivery_state_code(DeliveryState::Pending);
+    let changed = match attempt {
+        DeliveryAttempt::Delivered { at_ms } => conn
+            .prepare_cached(
+                "UPDATE deliveries SET state = ?3, delivered_ms = ?4, attempts = attempts + 1
+                 WHERE id = ?1 AND state = ?2",
+            )?
+            .execute(params![
+                id,
+                pending,
+                codec::delivery_state_code(DeliveryState::Delivered),
+                at_ms
+            ])?,
+        DeliveryAttempt::Retry { next_at_ms, error } => conn
+            .prepare_cached(
+                "UPDATE deliveries SET next_at_ms = ?3, last_error = ?4, attempts = attempts + 1
+                 WHERE id = ?1 AND state = ?2",
+            )?
+            .execute(params![id, pending, next_at_ms, error])?,
+        DeliveryAttempt::GaveUp { error } => conn
+            .prepare_cached(
+                "UPDATE deliveries SET state = ?3, last_error = ?4, attempts = attempts + 1
+                 WHERE id = ?1 AND state = ?2",
+            )?
+            .execute(params![
+                id,
+                pending,
+                codec::delivery_state_code(DeliveryState::Failed),
+                error
+            ])?,
+    };
+    if changed == 0 {
+        let exists = conn
+            .prepare_cached("SELECT 1 FROM deliveries WHERE id = ?1")?
+            .exists([id])?;
+        if !exists {
+            return Ok(Err(format!("no delivery {id}")));
+        }
+    }
+    Ok(Ok(()))
 }
 
 fn intern(
@@ -983,10 +1615,11 @@ mod tests {
     use tokio::task::JoinSet;
 
     use super::*;
+    use crate::conversion::ConversionKey;
+    use crate::conversion::ConversionStatus::{Approved, Chargeback, Pending, Rejected};
     use crate::decide::Route;
     use crate::visitor::{Connection as Link, Device, Os, QueryParams};
 
-    const DAY_MS: i64 = 86_400_000;
     const TEN_YEARS: Duration = Duration::from_secs(3650 * 86_400);
 
     fn click_at(ts_ms: i64) -> ClickRecord {
@@ -1339,6 +1972,779 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir, Durability::Batched);
         store.ping().await.unwrap();
+    }
+
+    fn money(text: &str) -> Money {
+        Money::parse(text).unwrap()
+    }
+
+    fn report_at(
+        click: &ClickRecord,
+        txid: &str,
+        status: ConversionStatus,
+        payout: &str,
+        ts_ms: i64,
+    ) -> ConversionReport {
+        ConversionReport {
+            key: ConversionKey {
+                click_id: click.id.clone(),
+                event: "conversion".into(),
+                txid: txid.into(),
+            },
+            status,
+            payout: money(payout),
+            sent_payout: Some(money(payout)),
+            sent_currency: "USD".into(),
+            ts_ms,
+        }
+    }
+
+    fn report(click: &ClickRecord, status: ConversionStatus, payout: &str) -> ConversionReport {
+        report_at(click, "tx-1", status, payout, now_ms())
+    }
+
+    fn no_delivery() -> DeliveryPlan {
+        Box::new(|_: &Change| None)
+    }
+
+    /// Queues a postback for every change but a duplicate, as a source that lists every status.
+    fn deliver_changes() -> DeliveryPlan {
+        Box::new(|change: &Change| {
+            let status = match change {
+                Change::Duplicate => return None,
+                Change::Recorded(state) => state.status,
+                Change::Updated { after, .. } => after.status,
+            };
+            Some(NewDelivery {
+                url: format!("https://source.example/pb?status={}", status.as_str()),
+                source: "adsterra".into(),
+                status,
+            })
+        })
+    }
+
+    fn count(conn: &Connection, sql: &str) -> i64 {
+        conn.query_row(sql, [], |row| row.get(0)).unwrap()
+    }
+
+    async fn stored_click(store: &SqliteStore) -> ClickRecord {
+        let click = fresh_click();
+        store.record_click(click.clone()).await.unwrap();
+        click
+    }
+
+    #[tokio::test]
+    async fn a_first_report_is_recorded_and_the_same_report_again_is_a_duplicate() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir, Durability::Batched);
+        let click = stored_click(&store).await;
+        let first = store
+            .record_conversion(report(&click, Approved, "2.5"), no_delivery())
+            .await
+            .unwrap();
+        let approved = ConversionState {
+            status: Approved,
+            payout: money("2.5"),
+        };
+        assert_eq!(first, Change::Recorded(approved));
+        let again = store
+            .record_conversion(report(&click, Approved, "2.5"), no_delivery())
+            .await
+            .unwrap();
+        assert_eq!(again, Change::Duplicate);
+
+        let other = independent(&store);
+        let (status, payout, sent, currency): (i64, i64, Option<i64>, String) = other
+            .query_row(
+                "SELECT status, payout, sent_payout, sent_currency FROM conversions
+                 WHERE click_id = ?1",
+                [&click.id],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+            )
+            .unwrap();
+        assert_eq!(codec::conversion_status_from_code(status), Some(Approved));
+        assert_eq!(
+            (payout, sent, currency.as_str()),
+            (2_500_000, Some(2_500_000), "USD")
+        );
+        assert_eq!(count(&other, "SELECT count(*) FROM conversion_reports"), 1);
+    }
+
+    #[tokio::test]
+    async fn another_event_or_transaction_of_the_same_click_is_another_conversion() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir, Durability::Strict);
+        let click = stored_click(&store).await;
+        let first = report(&click, Approved, "1");
+        let mut second_tx = first.clone();
+        second_tx.key.txid = "tx-2".into();
+        let mut other_event = first.clone();
+        other_event.key.event = "deposit".into();
+        for report in [first, second_tx, other_event] {
+            let change = store
+                .record_conversion(report, no_delivery())
+                .await
+                .unwrap();
+            assert!(matches!(change, Change::Recorded(_)), "{change:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_status_updates_the_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir, Durability::Batched);
+        let click = stored_click(&store).await;
+        store
+            .record_conversion(report(&click, Pending, "2"), no_delivery())
+            .await
+            .unwrap();
+        let change = store
+            .record_conversion(report(&click, Approved, "2.5"), no_delivery())
+            .await
+            .unwrap();
+        assert_eq!(
+            change,
+            Change::Updated {
+                before: ConversionState {
+                    status: Pending,
+                    payout: money("2")
+                },
+                after: ConversionState {
+                    status: Approved,
+                    payout: money("2.5")
+                },
+            }
+        );
+        let change = store
+            .record_conversion(report(&click, Chargeback, "0"), no_delivery())
+            .await
+            .unwrap();
+        assert_eq!(
+            change,
+            Change::Updated {
+                before: ConversionState {
+                    status: Approved,
+                    payout: money("2.5")
+                },
+                after: ConversionState {
+                    status: Chargeback,
+                    payout: money("2.5")
+                },
+            }
+        );
+        let other = independent(&store);
+        assert_eq!(count(&other, "SELECT count(*) FROM conversion_reports"), 3);
+        assert_eq!(
+            count(
+                &other,
+                "SELECT count(*) FROM conversions WHERE approved_ms IS NULL"
+            ),
+            1,
+            "an identity that is no longer approved has no approval time"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_negative_adjustment_subtracts_and_keeps_the_approval_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir, Durability::Batched);
+        let click = stored_click(&store).await;
+        let approved_at = now_ms() - 60_000;
+        store
+            .record_conversion(
+                report_at(&click, "tx-1", Approved, "2", approved_at),
+                no_delivery(),
+            )
+            .await
+            .unwrap();
+        let change = store
+            .record_conversion(
+                report_at(&click, "tx-1", Approved, "-0.5", approved_at + 1000),
+                no_delivery(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            change,
+            Change::Updated {
+                before: ConversionState {
+                    status: Approved,
+                    payout: money("2")
+                },
+                after: ConversionState {
+                    status: Approved,
+                    payout: money("1.5")
+                },
+            }
+        );
+        assert_eq!(
+            store.approved_since(approved_at).await.unwrap(),
+            vec![("sweeps-us".to_string(), approved_at)]
+        );
+        let totals = store
+            .offer_totals(click.ts_ms, click.ts_ms + 1, None)
+            .await
+            .unwrap();
+        assert_eq!(totals[0].revenue, money("1.5"));
+        assert_eq!(totals[0].conversions, 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_identical_reports_record_exactly_one_conversion_and_one_delivery() {
+        let dir = tempfile::tempdir().unwrap();
+        for durability in [Durability::Batched, Durability::Strict] {
+            let store = Arc::new(open(&dir, durability));
+            let click = stored_click(&store).await;
+            let report = report(&click, Approved, "3");
+            let mut tasks = JoinSet::new();
+            for _ in 0..100 {
+                let store = Arc::clone(&store);
+                let report = report.clone();
+                tasks
+                    .spawn(async move { store.record_conversion(report, deliver_changes()).await });
+            }
+            let mut recorded = 0;
+            let mut duplicates = 0;
+            while let Some(result) = tasks.join_next().await {
+                match result.unwrap().unwrap() {
+                    Change::Recorded(_) => recorded += 1,
+                    Change::Duplicate => duplicates += 1,
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            assert_eq!((recorded, duplicates), (1, 99), "{durability:?}");
+            let queued: Vec<Delivery> = store
+                .deliveries(DeliveryState::Pending, 1000)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|d| d.click_id == click.id)
+                .collect();
+            assert_eq!(queued.len(), 1, "{durability:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_delivery_is_committed_together_with_its_conversion() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(open(&dir, Durability::Batched));
+        let click = stored_click(&store).await;
+        store.flush().await.unwrap();
+        let lock = hold_write_lock(&store);
+        let recording = {
+            let store = Arc::clone(&store);
+            let report = report(&click, Pending, "2");
+            tokio::spawn(async move { store.record_conversion(report, deliver_changes()).await })
+        };
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(
+            !recording.is_finished(),
+            "a conversion waits for its commit"
+        );
+        assert_eq!(count(&lock, "SELECT count(*) FROM conversions"), 0);
+        assert_eq!(count(&lock, "SELECT count(*) FROM deliveries"), 0);
+        lock.execute_batch("ROLLBACK").unwrap();
+        let change = recording.await.unwrap().unwrap();
+        assert!(matches!(change, Change::Recorded(_)));
+
+        // Committed when record_conversion returned, though the store is `batched`.
+        let other = independent(&store);
+        assert_eq!(count(&other, "SELECT count(*) FROM conversions"), 1);
+        let due = store.due_deliveries(now_ms(), 10).await.unwrap();
+        assert_eq!(due.len(), 1);
+        let delivery = &due[0];
+        assert_eq!(
+            (
+                delivery.url.as_str(),
+                delivery.source.as_str(),
+                delivery.click_id.as_str(),
+                delivery.event.as_str(),
+                delivery.status.as_str(),
+            ),
+            (
+                "https://source.example/pb?status=pending",
+                "adsterra",
+                click.id.as_str(),
+                "conversion",
+                "pending"
+            )
+        );
+        assert_eq!(
+            (delivery.attempts, delivery.state, delivery.next_at_ms),
+            (0, DeliveryState::Pending, delivery.created_ms)
+        );
+        assert_eq!((&delivery.last_error, delivery.delivered_ms), (&None, None));
+    }
+
+    #[tokio::test]
+    async fn a_duplicate_queues_nothing_when_its_plan_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir, Durability::Batched);
+        let click = stored_click(&store).await;
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        for _ in 0..3 {
+            let seen = Arc::clone(&seen);
+            let mut plan = deliver_changes();
+            let watching: DeliveryPlan = Box::new(move |change: &Change| {
+                lock(&seen).push(*change);
+                std::mem::replace(&mut plan, no_delivery())(change)
+            });
+            store
+                .record_conversion(report(&click, Approved, "2"), watching)
+                .await
+                .unwrap();
+        }
+        let seen = lock(&seen).clone();
+        assert!(matches!(
+            seen[..],
+            [Change::Recorded(_), Change::Duplicate, Change::Duplicate]
+        ));
+        assert_eq!(store.due_deliveries(now_ms(), 10).await.unwrap().len(), 1);
+        // A status change is news to the source again.
+        store
+            .record_conversion(report(&click, Rejected, "0"), deliver_changes())
+            .await
+            .unwrap();
+        let due = store.due_deliveries(now_ms(), 10).await.unwrap();
+        let statuses: Vec<&str> = due.iter().map(|d| d.status.as_str()).collect();
+        assert_eq!(statuses, ["approved", "rejected"]);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_plan_still_records_the_conversion_and_keeps_the_writer_alive() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir, Durability::Batched);
+        let click = stored_click(&store).await;
+        let plan: DeliveryPlan = Box::new(|_: &Change| panic!("template exploded"));
+        let change = store
+            .record_conversion(report(&click, Approved, "2"), plan)
+            .await
+            .unwrap();
+        assert!(matches!(change, Change::Recorded(_)));
+        assert!(store.due_deliveries(now_ms(), 10).await.unwrap().is_empty());
+        store.ping().await.unwrap();
+        store.record_click(fresh_click()).await.unwrap();
+        store.flush().await.unwrap();
+    }
+
+    async fn queue_deliveries(store: &SqliteStore, created: &[i64]) -> Vec<i64> {
+        for &ts_ms in created {
+            let click = stored_click(store).await;
+            store
+                .record_conversion(
+                    report_at(&click, "tx", Approved, "1", ts_ms),
+                    deliver_changes(),
+                )
+                .await
+                .unwrap();
+        }
+        let mut ids: Vec<i64> = store
+            .deliveries(DeliveryState::Pending, 100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|d| d.id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    #[tokio::test]
+    async fn deliveries_move_from_due_to_retried_delivered_or_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir, Durability::Batched);
+        let now = now_ms();
+        let ids = queue_deliveries(&store, &[now - 3000, now - 2000, now - 1000]).await;
+        let [first, second, third] = ids[..] else {
+            panic!("{ids:?}")
+        };
+        let due: Vec<i64> = store
+            .due_deliveries(now, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|d| d.id)
+            .collect();
+        assert_eq!(due, [first, second, third], "the longest-waiting first");
+        assert_eq!(store.due_deliveries(now, 2).await.unwrap().len(), 2);
+        assert!(store
+            .due_deliveries(now - 5000, 10)
+            .await
+            .unwrap()
+            .is_empty());
+
+        let retry = DeliveryAttempt::Retry {
+            next_at_ms: now + 60_000,
+            error: "HTTP 503".into(),
+        };
+        store.record_delivery_attempt(first, retry).await.unwrap();
+        let due = store.due_deliveries(now, 10).await.unwrap();
+        assert_eq!(
+            due.iter().map(|d| d.id).collect::<Vec<_>>(),
+            [second, third]
+        );
+        let later = store.due_deliveries(now + 60_000, 10).await.unwrap();
+        let retried = later.iter().find(|d| d.id == first).unwrap();
+        assert_eq!(
+            (retried.attempts, retried.last_error.as_deref()),
+            (1, Some("HTTP 503"))
+        );
+
+        store
+            .record_delivery_attempt(second, DeliveryAttempt::Delivered { at_ms: now + 5 })
+            .await
+            .unwrap();
+        store
+            .record_delivery_attempt(
+                third,
+                DeliveryAttempt::GaveUp {
+                    error: "connection refused".into(),
+                },
+            )
+            .await
+            .unwrap();
+        let delivered = store
+            .deliveries(DeliveryState::Delivered, 10)
+            .await
+            .unwrap();
+        assert_eq!(delivered.len(), 1);
+        assert_eq!(
+            (
+                delivered[0].id,
+                delivered[0].delivered_ms,
+                delivered[0].attempts
+            ),
+            (second, Some(now + 5), 1)
+        );
+        let failed = store.deliveries(DeliveryState::Failed, 10).await.unwrap();
+        assert_eq!(
+            (failed[0].id, failed[0].last_error.as_deref()),
+            (third, Some("connection refused"))
+        );
+        let pending = store.deliveries(DeliveryState::Pending, 10).await.unwrap();
+        assert_eq!(pending.iter().map(|d| d.id).collect::<Vec<_>>(), [first]);
+        assert!(store
+            .due_deliveries(now + 86_400_000, 10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|d| d.id == first));
+
+        // A late answer for a finished delivery does not reopen it; an unknown id is an error.
+        store
+            .record_delivery_attempt(
+                second,
+                DeliveryAttempt::Retry {
+                    next_at_ms: now,
+                    error: "late".into(),
+                },
+            )
+            .await
+            .unwrap();
+        let delivered = store
+            .deliveries(DeliveryState::Delivered, 10)
+            .await
+            .unwrap();
+        assert_eq!(delivered[0].last_error, None);
+        assert!(store
+            .record_delivery_attempt(9_999, DeliveryAttempt::Delivered { at_ms: now })
+            .await
+            .is_err());
+        store.ping().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn deliveries_are_listed_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir, Durability::Batched);
+        let now = now_ms();
+        let ids = queue_deliveries(&store, &[now - 3000, now - 2000, now - 1000]).await;
+        let listed: Vec<i64> = store
+            .deliveries(DeliveryState::Pending, 2)
+            .await
+            .unwrap()
+            .iter()
+            .map(|d| d.id)
+            .collect();
+        assert_eq!(listed, [ids[2], ids[1]]);
+        let json =
+            serde_json::to_value(&store.deliveries(DeliveryState::Pending, 1).await.unwrap()[0])
+                .unwrap();
+        assert_eq!(json["state"], "pending");
+        assert_eq!(json["status"], "approved");
+    }
+
+    #[tokio::test]
+    async fn pending_deliveries_are_still_due_after_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = now_ms();
+        let ids = {
+            let store = open(&dir, Durability::Batched);
+            let ids = queue_deliveries(&store, &[now - 2000, now - 1000]).await;
+            store
+                .record_delivery_attempt(
+                    ids[1],
+                    DeliveryAttempt::Retry {
+                        next_at_ms: now + 1000,
+                        error: "timeout".into(),
+                    },
+                )
+                .await
+                .unwrap();
+            ids
+        };
+        let store = open(&dir, Durability::Batched);
+        let due = store.due_deliveries(now + 1000, 10).await.unwrap();
+        assert_eq!(due.iter().map(|d| d.id).collect::<Vec<_>>(), ids);
+        assert_eq!(due[1].attempts, 1);
+    }
+
+    #[tokio::test]
+    async fn approved_since_lists_current_approvals_with_their_offer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir, Durability::Batched);
+        let since = now_ms() - 3_600_000;
+        let mut offers = Vec::new();
+        for offer in ["a", "b", "c", "d", "e", "f"] {
+            let mut click = fresh_click();
+            click.offer = Some(offer.into());
+            store.record_click(click.clone()).await.unwrap();
+            offers.push(click);
+        }
+        let record = |click: &ClickRecord, status, ts_ms| {
+            store.record_conversion(report_at(click, "tx", status, "1", ts_ms), no_delivery())
+        };
+        record(&offers[0], Approved, since).await.unwrap();
+        record(&offers[1], Approved, since - 1).await.unwrap();
+        record(&offers[2], Pending, since + 10).await.unwrap();
+        record(&offers[2], Approved, since + 20).await.unwrap();
+        record(&offers[3], Approved, since + 30).await.unwrap();
+        record(&offers[3], Chargeback, since + 40).await.unwrap();
+        record(&offers[4], Pending, since + 50).await.unwrap();
+        let mut backlink = fresh_click();
+        backlink.offer = None;
+        store.record_click(backlink.clone()).await.unwrap();
+        record(&backlink, Approved, since + 60).await.unwrap();
+        assert_eq!(
+            store.approved_since(since).await.unwrap(),
+            vec![("a".to_string(), since), ("c".to_string(), since + 20)]
+        );
+    }
+
+    #[tokio::test]
+    async fn offer_totals_give_exact_numbers_for_a_known_set_of_clicks_and_conversions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir, Durability::Batched);
+        let from = now_ms() - DAY_MS;
+        let to = from + DAY_MS / 2;
+        let cpm = money("3.6").div_round(1000);
+        let click = |offset: i64, offer: Option<&str>, campaign: &str| {
+            let mut click = click_at(from + offset);
+            click.offer = offer.map(str::to_owned);
+            click.campaign = campaign.into();
+            click.cost = Some(cpm);
+            click
+        };
+        // In range: 4 clicks to `alpha`, 2 to `beta`, 1 to no offer; out of range: 2.
+        let alpha: Vec<ClickRecord> = (0..4)
+            .map(|i| click(i * 1000, Some("alpha"), "main"))
+            .collect();
+        let beta: Vec<ClickRecord> = (0..2)
+            .map(|i| click(i * 1000 + 1, Some("beta"), "other"))
+            .collect();
+        let mut uncosted = click(5000, None, "main");
+        uncosted.cost = None;
+        let before = click(-1, Some("alpha"), "main");
+        let after = click(to - from, Some("alpha"), "main");
+        for click in alpha
+            .iter()
+            .chain(&beta)
+            .chain([&uncosted, &before, &after])
+        {
+            store.record_click(click.clone()).await.unwrap();
+        }
+        let now = now_ms();
+        let record = |click: &ClickRecord, txid: &str, status, payout: &str| {
+            store.record_conversion(report_at(click, txid, status, payout, now), no_delivery())
+        };
+        record(&alpha[0], "t1", Approved, "2.5").await.unwrap();
+        record(&alpha[0], "t2", Approved, "1.25").await.unwrap();
+        record(&alpha[1], "t1", Pending, "4").await.unwrap();
+        record(&alpha[2], "t1", Rejected, "9").await.unwrap();
+        record(&alpha[3], "t1", Approved, "7").await.unwrap();
+        record(&alpha[3], "t1", Chargeback, "0").await.unwrap();
+        record(&beta[0], "t1", Pending, "1").await.unwrap();
+        record(&beta[0], "t1", Approved, "1.1").await.unwrap();
+        record(&beta[1], "t1", Approved, "3").await.unwrap();
+        record(&beta[1], "t1", Approved, "-0.75").await.unwrap();
+        record(&uncosted, "t1", Approved, "0.5").await.unwrap();
+        // Conversions of clicks outside the range count in their clicks' periods.
+        record(&before, "t1", Approved, "100").await.unwrap();
+        record(&after, "t1", Approved, "100").await.unwrap();
+
+        let totals = store.offer_totals(from, to, None).await.unwrap();
+        let expected = vec![
+            OfferTotals {
+                offer: Some("alpha".into()),
+                clicks: 4,
+                cost: Money::from_micros(14_400),
+                conversions: 2,
+                revenue: money("3.75"),
+                pending_revenue: money("4"),
+            },
+            OfferTotals {
+                offer: Some("beta".into()),
+                clicks: 2,
+                cost: Money::from_micros(7_200),
+                conversions: 2,
+                revenue: money("3.35"),
+                pending_revenue: Money::ZERO,
+            },
+            OfferTotals {
+                offer: None,
+                clicks: 1,
+                cost: Money::ZERO,
+                conversions: 1,
+                revenue: money("0.5"),
+                pending_revenue: Money::ZERO,
+            },
+        ];
+        assert_eq!(totals, expected);
+
+        let main = store.offer_totals(from, to, Some("main")).await.unwrap();
+        assert_eq!(main, vec![expected[0].clone(), expected[2].clone()]);
+        assert!(store
+            .offer_totals(from, to, Some("never-seen"))
+            .await
+            .unwrap()
+            .is_empty());
+        let wider = store.offer_totals(from - 1, to + 1, None).await.unwrap();
+        assert_eq!((wider[0].clicks, wider[0].revenue), (6, money("203.75")));
+    }
+
+    #[tokio::test]
+    async fn a_version_1_file_is_migrated_and_keeps_its_clicks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let click = fresh_click();
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.pragma_update(None, "application_id", APPLICATION_ID)
+                .unwrap();
+            insert_click(&conn, &mut HashMap::new(), &click).unwrap();
+        }
+        let store = SqliteStore::open(&path, Durability::Batched, TEN_YEARS).unwrap();
+        assert_eq!(store.click(&click.id).await.unwrap(), Some(click.clone()));
+        let version: i64 = independent(&store)
+            .pragma_query_one(None, "user_version")
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        store
+            .record_conversion(report(&click, Approved, "2"), deliver_changes())
+            .await
+            .unwrap();
+        assert_eq!(store.approved_since(0).await.unwrap().len(), 1);
+        assert_eq!(store.due_deliveries(now_ms(), 10).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn retention_deletes_conversions_with_their_clicks_and_old_deliveries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("smartlink.db");
+        let store = SqliteStore::open(&path, Durability::Batched, Duration::from_secs(30 * 86_400))
+            .unwrap();
+        let now = now_ms();
+        let old = click_at(now - 31 * DAY_MS);
+        let young = click_at(now - DAY_MS);
+        for click in [&old, &young] {
+            store.record_click(click.clone()).await.unwrap();
+            store
+                .record_conversion(report(click, Pending, "1"), deliver_changes())
+                .await
+                .unwrap();
+            store
+                .record_conversion(report(click, Approved, "1"), deliver_changes())
+                .await
+                .unwrap();
+        }
+        // Four deliveries: delivered 8 days ago and 6 days ago; failed 31 and 29 days ago.
+        let ids = queue_deliveries(&store, &[now, now, now, now]).await;
+        let mut outcomes = vec![
+            DeliveryAttempt::Delivered {
+                at_ms: now - 8 * DAY_MS,
+            },
+            DeliveryAttempt::Delivered {
+                at_ms: now - 6 * DAY_MS,
+            },
+        ];
+        for (id, age) in [(ids[2], 31), (ids[3], 29)] {
+            store
+                .record_delivery_attempt(
+                    id,
+                    DeliveryAttempt::Retry {
+                        next_at_ms: now - age * DAY_MS,
+                        error: "HTTP 500".into(),
+                    },
+                )
+                .await
+                .unwrap();
+            outcomes.push(DeliveryAttempt::GaveUp {
+                error: "HTTP 500".into(),
+            });
+        }
+        for (id, outcome) in ids.iter().zip(outcomes) {
+            store.record_delivery_attempt(*id, outcome).await.unwrap();
+        }
+        let still_pending = store
+            .deliveries(DeliveryState::Pending, 100)
+            .await
+            .unwrap()
+            .len();
+
+        store.prune_expired().await.unwrap();
+        let other = independent(&store);
+        let click_ids = |table: &str| -> Vec<String> {
+            other
+                .prepare(&format!("SELECT DISTINCT click_id FROM {table}"))
+                .unwrap()
+                .query_map([], |row| row.get(0))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap()
+        };
+        assert!(!click_ids("conversions").contains(&old.id));
+        assert!(click_ids("conversions").contains(&young.id));
+        assert!(!click_ids("conversion_reports").contains(&old.id));
+        assert_eq!(
+            count(
+                &other,
+                &format!(
+                    "SELECT count(*) FROM conversion_reports WHERE click_id = '{}'",
+                    young.id
+                )
+            ),
+            2
+        );
+        let kept: Vec<i64> = store
+            .deliveries(DeliveryState::Delivered, 10)
+            .await
+            .unwrap()
+            .iter()
+            .chain(&store.deliveries(DeliveryState::Failed, 10).await.unwrap())
+            .map(|d| d.id)
+            .collect();
+        assert_eq!(kept, [ids[1], ids[3]]);
+        assert_eq!(
+            store
+                .deliveries(DeliveryState::Pending, 100)
+                .await
+                .unwrap()
+                .len(),
+            still_pending,
+            "pending deliveries are never deleted"
+        );
     }
 
     /// Clicks as a busy campaign sends them: a few campaigns and offers, many cities, ISPs and

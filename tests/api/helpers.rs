@@ -57,15 +57,28 @@ pub async fn spawn_app() -> TestApp {
 /// Starts a server with the test rules, the shipped data, a store in a temporary directory, and
 /// 127.0.0.1 as a trusted proxy so tests choose the visitor's address with `X-Forwarded-For`.
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_with_rules(adjust, |_| {}).await
+}
+
+/// The admin token every test server is started with.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// Like `spawn_app_with`, and `edit_rules` may change the copied rule files before start.
+pub async fn spawn_app_with_rules(
+    adjust: impl FnOnce(&mut Config),
+    edit_rules: impl FnOnce(&Path),
+) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let rules_dir = dir.path().join("rules");
     copy_dir(&fixture_rules(), &rules_dir);
+    edit_rules(&rules_dir);
     let mut config = Config {
         listen: "127.0.0.1:0".into(),
         rules_dir: rules_dir.clone(),
         data_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("data"),
         var_dir: dir.path().join("var"),
         trusted_proxies: vec!["127.0.0.1/32".into()],
+        admin_token: ADMIN_TOKEN.into(),
         ..Config::default()
     };
     config.store.path = dir.path().join("var/smartlink.db");
@@ -102,6 +115,38 @@ impl TestApp {
             .send()
             .await
             .expect("click answered")
+    }
+
+    /// A click that must be redirected; returns the click id (from `name` in the Location).
+    pub async fn click_id(&self, campaign: &str, query: &str, name: &str) -> String {
+        let response = self
+            .click(campaign, query, TELEKOM_DE_IP, IPHONE_SAFARI)
+            .await;
+        query_param(&location(&response), name).expect("click id in the redirect")
+    }
+
+    /// `GET /postback?{query}`: the status and the JSON answer.
+    pub async fn postback(&self, query: &str) -> (u16, serde_json::Value) {
+        let response = self.get(&format!("/postback?{query}")).await;
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("JSON answer"))
+    }
+
+    /// An admin API call with the bearer token.
+    pub async fn api(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("answered")
+    }
+
+    /// The per-offer report for today (UTC) as JSON.
+    pub async fn report(&self) -> serde_json::Value {
+        let response = self.api("/api/report?group_by=offer").await;
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
@@ -146,4 +191,55 @@ pub fn query_param(url: &str, name: &str) -> Option<String> {
     url.query_pairs()
         .find(|(key, _)| key == name)
         .map(|(_, value)| value.into_owned())
+}
+
+/// The report row of `offer`.
+pub fn row<'a>(report: &'a serde_json::Value, offer: &str) -> &'a serde_json::Value {
+    report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["offer"] == offer)
+        .unwrap_or_else(|| panic!("no row for {offer} in {report}"))
+}
+
+/// A local HTTP endpoint standing in for a traffic source's postback URL: it refuses the first
+/// `refuse_first` requests with `500` and accepts the rest, keeping every request's path and query.
+pub struct Receiver {
+    pub url: String,
+    pub requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    _handle: ServerHandle,
+}
+
+pub async fn start_receiver(refuse_first: usize) -> Receiver {
+    use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+    let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = requests.clone();
+    let server = HttpServer::new(move || {
+        let seen = seen.clone();
+        App::new().default_service(web::to(move |req: HttpRequest| {
+            let seen = seen.clone();
+            async move {
+                let mut seen = seen.lock().unwrap();
+                seen.push(req.uri().to_string());
+                if seen.len() <= refuse_first {
+                    HttpResponse::InternalServerError().finish()
+                } else {
+                    HttpResponse::Ok().body("OK")
+                }
+            }
+        }))
+    })
+    .workers(1)
+    .bind("127.0.0.1:0")
+    .unwrap();
+    let port = server.addrs()[0].port();
+    let server = server.run();
+    let handle = server.handle();
+    tokio::spawn(server);
+    Receiver {
+        url: format!("http://127.0.0.1:{port}"),
+        requests,
+        _handle: handle,
+    }
 }

@@ -4,5 +4,6 @@ mod cli;
 mod click;
 mod helpers;
 mod operations;
+mod postback;
 mod rules_reload;
 mod shutdown;

@@ -15,7 +15,7 @@ async fn readyz_answers_ok_with_rules_loaded_and_the_store_reachable() {
     let response = app.get("/readyz").await;
     assert_eq!(response.status(), 200);
     let body: serde_json::Value = response.json().await.unwrap();
-    assert_eq!(body["campaigns"], 5);
+    assert_eq!(body["campaigns"], 7);
 }
 
 #[tokio::test]
