@@ -5,7 +5,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{NaiveDate, TimeZone};
 use serde::{Deserialize, Serialize};
 
-use crate::http::auth::require_admin;
+use crate::http::auth::{is_admin, unauthorized};
 use crate::http::error::json_error;
 use crate::http::AppState;
 use crate::money::Money;
@@ -86,8 +86,8 @@ pub async fn report(
     query: web::Query<ReportQuery>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    if let Err(denied) = require_admin(&req, &state) {
-        return denied;
+    if !is_admin(&req, &state) {
+        return unauthorized();
     }
     let tz_name = query.tz.as_deref().unwrap_or("UTC");
     let Ok(tz) = tz_name.parse::<chrono_tz::Tz>() else {
@@ -105,20 +105,16 @@ pub async fn report(
         .date_naive();
     let parse_day = |field: &str, value: Option<&str>| match value {
         None | Some("") => Ok(today),
-        Some(text) => NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| {
-            bad(
-                "bad_date",
-                format!("{field}: `{text}` is not a date like 2026-11-23"),
-            )
-        }),
+        Some(text) => NaiveDate::parse_from_str(text, "%Y-%m-%d")
+            .map_err(|_| format!("{field}: `{text}` is not a date like 2026-11-23")),
     };
     let from = match parse_day("from", query.from.as_deref()) {
         Ok(day) => day,
-        Err(response) => return response,
+        Err(message) => return bad("bad_date", message),
     };
     let to = match parse_day("to", query.to.as_deref()) {
         Ok(day) => day,
-        Err(response) => return response,
+        Err(message) => return bad("bad_date", message),
     };
     if from > to {
         return bad("bad_date", format!("from {from} is after to {to}"));
@@ -243,8 +239,8 @@ pub async fn postbacks(
     query: web::Query<PostbacksQuery>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    if let Err(denied) = require_admin(&req, &state) {
-        return denied;
+    if !is_admin(&req, &state) {
+        return unauthorized();
     }
     let status = query.status.as_deref().unwrap_or("pending");
     let Some(wanted) = DeliveryState::parse(status) else {

@@ -7,8 +7,8 @@ use crate::http::error::json_error;
 use crate::http::AppState;
 use crate::postback::secret_matches;
 
-/// `Ok(())` when the request carries `Authorization: Bearer <admin_token>`, else the 401 answer.
-pub fn require_admin(req: &HttpRequest, state: &AppState) -> Result<(), HttpResponse> {
+/// True when the request carries `Authorization: Bearer <admin_token>`.
+pub fn is_admin(req: &HttpRequest, state: &AppState) -> bool {
     let given = req
         .headers()
         .get("authorization")
@@ -18,19 +18,19 @@ pub fn require_admin(req: &HttpRequest, state: &AppState) -> Result<(), HttpResp
                 .or_else(|| v.strip_prefix("bearer "))
         })
         .map(str::trim);
-    match given {
-        Some(token) if secret_matches(&state.settings.config.admin_token, token) => Ok(()),
-        _ => {
-            let mut response = json_error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "send the admin token as `Authorization: Bearer <token>`",
-            );
-            response.headers_mut().insert(
-                actix_web::http::header::WWW_AUTHENTICATE,
-                actix_web::http::header::HeaderValue::from_static("Bearer"),
-            );
-            Err(response)
-        }
-    }
+    given.is_some_and(|token| secret_matches(&state.settings.config.admin_token, token))
+}
+
+/// The answer to a request without the admin token.
+pub fn unauthorized() -> HttpResponse {
+    let mut response = json_error(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "send the admin token as `Authorization: Bearer <token>`",
+    );
+    response.headers_mut().insert(
+        actix_web::http::header::WWW_AUTHENTICATE,
+        actix_web::http::header::HeaderValue::from_static("Bearer"),
+    );
+    response
 }

@@ -322,7 +322,7 @@ fn delivery_plan(
     let currency = base_currency.to_string();
     Some(move |change: &Change| {
         let (status, payout) = reported(change)?;
-        let forwarded = (events.is_empty() || events.iter().any(|e| *e == event))
+        let forwarded = (events.is_empty() || events.contains(&event))
             && statuses.iter().any(|s| s == status.as_str());
         if !forwarded {
             return None;
