@@ -208,21 +208,28 @@ pub fn row<'a>(report: &'a serde_json::Value, offer: &str) -> &'a serde_json::Va
 pub struct Receiver {
     pub url: String,
     pub requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Requests up to this count are refused; change it to change the receiver's mind.
+    pub refuse_first: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     _handle: ServerHandle,
 }
 
 pub async fn start_receiver(refuse_first: usize) -> Receiver {
     use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+    use std::sync::atomic::{AtomicUsize, Ordering};
     let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let refuse = std::sync::Arc::new(AtomicUsize::new(refuse_first));
     let seen = requests.clone();
+    let limit = refuse.clone();
     let server = HttpServer::new(move || {
         let seen = seen.clone();
+        let limit = limit.clone();
         App::new().default_service(web::to(move |req: HttpRequest| {
             let seen = seen.clone();
+            let limit = limit.clone();
             async move {
                 let mut seen = seen.lock().unwrap();
                 seen.push(req.uri().to_string());
-                if seen.len() <= refuse_first {
+                if seen.len() <= limit.load(Ordering::SeqCst) {
                     HttpResponse::InternalServerError().finish()
                 } else {
                     HttpResponse::Ok().body("OK")
@@ -240,6 +247,7 @@ pub async fn start_receiver(refuse_first: usize) -> Receiver {
     Receiver {
         url: format!("http://127.0.0.1:{port}"),
         requests,
+        refuse_first: refuse,
         _handle: handle,
     }
 }

@@ -1,7 +1,8 @@
 //! SPEC §15: `SIGTERM` stops accepting, answers what is in flight, flushes the store, exits 0.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use smartlink::config::Durability;
@@ -10,16 +11,16 @@ use smartlink::store::Store;
 
 use crate::helpers::*;
 
-#[tokio::test]
-async fn sigterm_drains_and_every_answered_click_is_in_the_store() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("clicks.db");
-    let config = dir.path().join("smartlink.toml");
+/// Runs the real binary with the test rules, a store at `db` and the given extra settings;
+/// returns the child and the port it listens on (read from its "listening" log line).
+fn spawn_binary(dir: &Path, db: &Path, extra: &str) -> (Child, u16) {
+    let config = dir.join("smartlink.toml");
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:0\"\nrules_dir = {:?}\ntrusted_proxies = [\"127.0.0.1/32\"]\n[store]\npath = {:?}\n",
+            "listen = \"127.0.0.1:0\"\nrules_dir = {:?}\nvar_dir = {:?}\ntrusted_proxies = [\"127.0.0.1/32\"]\n{extra}\n[store]\npath = {:?}\n",
             fixture_rules().to_str().unwrap(),
+            dir.join("var").to_str().unwrap(),
             db.to_str().unwrap()
         ),
     )
@@ -31,7 +32,6 @@ async fn sigterm_drains_and_every_answered_click_is_in_the_store() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The "listening" log line carries the port the OS chose.
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let port = loop {
         let mut line = String::new();
@@ -41,37 +41,153 @@ async fn sigterm_drains_and_every_answered_click_is_in_the_store() {
         );
         if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) {
             if event["fields"]["message"] == "listening" {
-                break event["fields"]["port"].as_u64().unwrap();
+                break event["fields"]["port"].as_u64().unwrap() as u16;
             }
         }
     };
-    let client = client();
-    let mut ids = Vec::new();
-    for _ in 0..200 {
-        let response = client
-            .get(format!("http://127.0.0.1:{port}/c/split"))
-            .header("X-Forwarded-For", TELEKOM_DE_IP)
-            .header("User-Agent", WINDOWS_CHROME)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 302);
-        let location = location(&response);
-        let id = query_param(&location, "cid").or_else(|| query_param(&location, "click"));
-        ids.push(id.unwrap());
-    }
+    // Keep draining the logs so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in stderr.lines() {});
+    (child, port)
+}
+
+fn signal(child: &Child, name: &str) {
     let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args([name, &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+async fn click_on(port: u16) -> String {
+    let response = client()
+        .get(format!("http://127.0.0.1:{port}/c/split"))
+        .header("X-Forwarded-For", TELEKOM_DE_IP)
+        .header("User-Agent", WINDOWS_CHROME)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 302);
+    let location = location(&response);
+    query_param(&location, "cid")
+        .or_else(|| query_param(&location, "click"))
+        .unwrap()
+}
+
+fn open_store(db: &Path) -> SqliteStore {
+    SqliteStore::open(db, Durability::Batched, Duration::from_secs(86_400)).unwrap()
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_every_answered_click_is_in_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("clicks.db");
+    let (mut child, port) = spawn_binary(dir.path(), &db, "");
+    let mut ids = Vec::new();
+    for _ in 0..200 {
+        ids.push(click_on(port).await);
+    }
+    signal(&child, "-TERM");
     let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
         .await
         .unwrap();
     assert!(exit.success(), "exit status {exit:?}");
 
-    let store = SqliteStore::open(&db, Durability::Batched, Duration::from_secs(86_400)).unwrap();
+    let store = open_store(&db);
     for id in &ids {
         assert!(store.click(id).await.unwrap().is_some(), "click {id} lost");
     }
+}
+
+#[tokio::test]
+async fn a_conversion_acknowledged_with_200_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("clicks.db");
+    let (mut child, port) = spawn_binary(dir.path(), &db, "");
+    let mut acknowledged = 0;
+    for i in 0..50 {
+        let click = click_on(port).await;
+        let response = client()
+            .get(format!(
+                "http://127.0.0.1:{port}/postback?clickid={click}&payout=1&txid=t{i}"
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        acknowledged += 1;
+    }
+    signal(&child, "-KILL");
+    tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+
+    let store = open_store(&db);
+    let totals = store.offer_totals(0, i64::MAX, None).await.unwrap();
+    let conversions: i64 = totals.iter().map(|row| row.conversions).sum();
+    assert_eq!(conversions, acknowledged);
+}
+
+#[tokio::test]
+async fn a_restart_resumes_pending_outbound_postbacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("clicks.db");
+    let receiver = start_receiver(usize::MAX).await;
+    let url = receiver.url.clone();
+    let point_at_receiver = move |rules: &Path| {
+        let path = rules.join("sources.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replace("http://127.0.0.1:1", &url)).unwrap();
+    };
+    // First run: the receiver refuses, so the delivery stays pending.
+    let app = spawn_app_with_rules(
+        |c| {
+            c.store.path = db.clone();
+            c.delivery.initial_backoff_ms = 500;
+        },
+        point_at_receiver.clone(),
+    )
+    .await;
+    let click = app.click_id("us-android", "clickid=EXT-9", "cid").await;
+    let (status, _) = app.postback(&format!("clickid={click}&payout=2")).await;
+    assert_eq!(status, 200);
+    for _ in 0..50 {
+        if !receiver.requests.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.handle.stop(true).await;
+    drop(app);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused = receiver.requests.lock().unwrap().len();
+    assert!(refused >= 1);
+
+    // Second run on the same store; the receiver now accepts.
+    receiver
+        .refuse_first
+        .store(refused, std::sync::atomic::Ordering::SeqCst);
+    let app = spawn_app_with_rules(|c| c.store.path = db.clone(), point_at_receiver).await;
+    let mut delivered = serde_json::Value::Null;
+    for _ in 0..100 {
+        delivered = app
+            .api("/api/postbacks?status=delivered")
+            .await
+            .json()
+            .await
+            .unwrap();
+        if delivered["deliveries"].as_array().unwrap().len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        delivered["deliveries"].as_array().unwrap().len(),
+        1,
+        "{delivered}"
+    );
+    let requests = receiver.requests.lock().unwrap().clone();
+    assert!(
+        requests.last().unwrap().contains("subid_short=EXT-9"),
+        "{requests:?}"
+    );
 }
