@@ -5,8 +5,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use chrono::TimeZone;
-
 use crate::clock::Clock;
 use crate::decide::OfferAvailability;
 use crate::rules::Offer;
@@ -71,20 +69,7 @@ impl OfferAvailability for CapTracker {
 
 /// Midnight of the cap day containing `now_ms`, in the offer's time zone, as epoch milliseconds.
 fn day_start_ms(offer: &Offer, now_ms: i64) -> i64 {
-    let day = offer.cap_day(now_ms.div_euclid(1000));
-    let midnight = day.and_hms_opt(0, 0, 0).expect("midnight exists");
-    // A zone whose midnight is skipped by a DST change starts its day at the first valid instant.
-    offer
-        .cap_tz
-        .from_local_datetime(&midnight)
-        .earliest()
-        .or_else(|| {
-            offer
-                .cap_tz
-                .from_local_datetime(&(midnight + chrono::Duration::hours(1)))
-                .earliest()
-        })
-        .map_or(now_ms, |start| start.timestamp_millis())
+    crate::clock::day_start_ms(&offer.cap_tz, offer.cap_day(now_ms.div_euclid(1000)))
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{NaiveDate, TimeZone};
 use serde::{Deserialize, Serialize};
 
+use crate::clock::day_start_ms;
 use crate::http::auth::{is_admin, unauthorized};
 use crate::http::error::json_error;
 use crate::http::AppState;
@@ -176,17 +177,6 @@ pub async fn report(
             rows,
             totals: ReportRow::new(None, &sum),
         })
-}
-
-fn day_start_ms(tz: &chrono_tz::Tz, day: NaiveDate) -> i64 {
-    let midnight = day.and_hms_opt(0, 0, 0).expect("midnight exists");
-    tz.from_local_datetime(&midnight)
-        .earliest()
-        .or_else(|| {
-            tz.from_local_datetime(&(midnight + chrono::Duration::hours(1)))
-                .earliest()
-        })
-        .map_or(0, |start| start.timestamp_millis())
 }
 
 fn to_csv(rows: &[ReportRow]) -> String {

@@ -149,6 +149,24 @@ impl TestApp {
         response.json().await.unwrap()
     }
 
+    /// Polls `/api/postbacks?status=delivered` for up to 10 s until `count` deliveries are listed.
+    pub async fn wait_for_deliveries(&self, count: usize) -> serde_json::Value {
+        let mut delivered = serde_json::Value::Null;
+        for _ in 0..100 {
+            delivered = self
+                .api("/api/postbacks?status=delivered")
+                .await
+                .json()
+                .await
+                .unwrap();
+            if delivered["deliveries"].as_array().map_or(0, Vec::len) >= count {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        delivered
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client
             .get(format!("{}{path}", self.address))

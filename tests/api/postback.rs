@@ -1,8 +1,6 @@
 //! SPEC §9–11 over HTTP: conversions recorded exactly once, transitions, network styles, errors,
 //! secrets, the pixel, caps and the traffic-source postback.
 
-use std::time::Duration;
-
 use crate::helpers::*;
 
 const SPLIT_ID: &str = "cid";
@@ -349,22 +347,7 @@ async fn the_traffic_source_is_told_once_its_receiver_accepts_after_a_refusal() 
     let anonymous = app.click_id("us-android", "", SPLIT_ID).await;
     app.postback(&format!("clickid={anonymous}&payout=1")).await;
 
-    let mut delivered = serde_json::Value::Null;
-    for _ in 0..100 {
-        delivered = app
-            .api("/api/postbacks?status=delivered")
-            .await
-            .json()
-            .await
-            .unwrap();
-        if delivered["deliveries"]
-            .as_array()
-            .is_some_and(|d| !d.is_empty())
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let delivered = app.wait_for_deliveries(1).await;
     let deliveries = delivered["deliveries"].as_array().unwrap();
     assert_eq!(deliveries.len(), 1, "{delivered}");
     let requests = receiver.requests.lock().unwrap().clone();

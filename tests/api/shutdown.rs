@@ -167,19 +167,7 @@ async fn a_restart_resumes_pending_outbound_postbacks() {
         .refuse_first
         .store(refused, std::sync::atomic::Ordering::SeqCst);
     let app = spawn_app_with_rules(|c| c.store.path = db.clone(), point_at_receiver).await;
-    let mut delivered = serde_json::Value::Null;
-    for _ in 0..100 {
-        delivered = app
-            .api("/api/postbacks?status=delivered")
-            .await
-            .json()
-            .await
-            .unwrap();
-        if delivered["deliveries"].as_array().unwrap().len() == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let delivered = app.wait_for_deliveries(1).await;
     assert_eq!(
         delivered["deliveries"].as_array().unwrap().len(),
         1,
