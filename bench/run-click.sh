@@ -19,4 +19,4 @@ done
 # Warm-up, then the measured run.
 taskset -c 1 wrk -t1 -c"$connections" -d3s -s bench/click.lua http://127.0.0.1:18080 >/dev/null
 taskset -c 1 wrk -t1 -c"$connections" -d"$duration" --latency -s bench/click.lua http://127.0.0.1:18080
-curl -fsS http://127.0.0.1:18080/metrics | grep -E '^smartlink_(clicks_total|redirects_total|store_committed_total|store_failed_total)'
+curl -fsS http://127.0.0.1:18080/metrics | grep -E "^smartlink_(clicks_total|redirects_total|store_committed_total|store_failed_total|decision_seconds_(sum|count))"
