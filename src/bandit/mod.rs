@@ -1,7 +1,20 @@
 //! Fallback selection: which eligible fallback a residual visitor gets. The policy is pure
 //! (randomness passed in); the server, `explain` and the simulator call the same code.
 
+pub mod allocator;
+pub mod delay;
+pub mod evidence;
+pub mod posterior;
+pub mod segment;
+pub mod sim;
+#[cfg(test)]
+mod tests;
+
 use rand::{Rng, RngExt};
+
+pub use allocator::{Allocator, Tables};
+pub use evidence::{ArmSpec, BanditConfig, CampaignSpec, Evidence};
+pub use segment::Segment;
 
 use crate::rules::Campaign;
 use crate::visitor::Visitor;
@@ -61,7 +74,7 @@ pub fn draw_weighted(items: &[usize], weight: impl Fn(usize) -> f64, rng: &mut d
 }
 
 #[cfg(test)]
-mod tests {
+mod draw_tests {
     use super::*;
     use rand::SeedableRng;
 

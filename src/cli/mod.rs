@@ -4,6 +4,7 @@ mod check;
 mod classify;
 mod explain;
 mod serve;
+mod simulate;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -38,6 +39,8 @@ enum Command {
     Explain(explain::ExplainArgs),
     /// Classify JSON lines {"ip","ua","accept_language"} from stdin, one JSON line out per line in.
     Classify,
+    /// Replay a synthetic traffic scenario through the fallback policies; print JSON.
+    Simulate(simulate::SimulateArgs),
 }
 
 /// Exit codes (SPEC §3).
@@ -60,6 +63,7 @@ pub fn main() -> ExitCode {
         Command::Check => check::run(&settings),
         Command::Explain(args) => explain::run(&settings, &args),
         Command::Classify => classify::run(&settings),
+        Command::Simulate(args) => simulate::run(&args),
     }
 }
 

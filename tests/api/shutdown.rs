@@ -11,9 +11,33 @@ use smartlink::store::Store;
 
 use crate::helpers::*;
 
+/// The server process; killed if a test fails before it ends it, so no server outlives its test.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Server {
+    /// Sends `name` (e.g. `-TERM`) and waits for the exit.
+    async fn stop_with(mut self, name: &str) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args([name, &self.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        tokio::task::spawn_blocking(move || self.0.wait().unwrap())
+            .await
+            .unwrap()
+    }
+}
+
 /// Runs the real binary with the test rules, a store at `db` and the given extra settings;
 /// returns the child and the port it listens on (read from its "listening" log line).
-fn spawn_binary(dir: &Path, db: &Path, extra: &str) -> (Child, u16) {
+fn spawn_binary(dir: &Path, db: &Path, extra: &str) -> (Server, u16) {
     let config = dir.join("smartlink.toml");
     std::fs::write(
         &config,
@@ -47,15 +71,7 @@ fn spawn_binary(dir: &Path, db: &Path, extra: &str) -> (Child, u16) {
     };
     // Keep draining the logs so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in stderr.lines() {});
-    (child, port)
-}
-
-fn signal(child: &Child, name: &str) {
-    let status = Command::new("kill")
-        .args([name, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    (Server(child), port)
 }
 
 async fn click_on(port: u16) -> String {
@@ -81,15 +97,12 @@ fn open_store(db: &Path) -> SqliteStore {
 async fn sigterm_drains_and_every_answered_click_is_in_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("clicks.db");
-    let (mut child, port) = spawn_binary(dir.path(), &db, "");
+    let (server, port) = spawn_binary(dir.path(), &db, "");
     let mut ids = Vec::new();
     for _ in 0..200 {
         ids.push(click_on(port).await);
     }
-    signal(&child, "-TERM");
-    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
+    let exit = server.stop_with("-TERM").await;
     assert!(exit.success(), "exit status {exit:?}");
 
     let store = open_store(&db);
@@ -102,7 +115,7 @@ async fn sigterm_drains_and_every_answered_click_is_in_the_store() {
 async fn a_conversion_acknowledged_with_200_survives_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("clicks.db");
-    let (mut child, port) = spawn_binary(dir.path(), &db, "");
+    let (server, port) = spawn_binary(dir.path(), &db, "");
     let mut acknowledged = 0;
     for i in 0..50 {
         let click = click_on(port).await;
@@ -116,10 +129,7 @@ async fn a_conversion_acknowledged_with_200_survives_kill_9() {
         assert_eq!(response.status(), 200);
         acknowledged += 1;
     }
-    signal(&child, "-KILL");
-    tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
+    server.stop_with("-KILL").await;
 
     let store = open_store(&db);
     let totals = store.offer_totals(0, i64::MAX, None).await.unwrap();

@@ -1,0 +1,108 @@
+//! The click → conversion delay model, so that a click too young to have converted counts only
+//! as the fraction of a trial it has had time to be.
+//!
+//! The delay distribution is a mixture of exponentials with fixed, log-spaced time constants
+//! (seconds to a month) whose mixing weights are learned from observed delays. That form makes
+//! the expected exposure of any set of clicks, `Σ F(age)`, maintainable in O(1) per click: one
+//! exponentially fading sum per time constant (see `evidence`), instead of a list of clicks.
+
+/// Number of time constants in the mixture.
+pub const SCALES: usize = 16;
+
+#[derive(Clone, Debug)]
+pub struct DelayModel {
+    /// Time constants in milliseconds, increasing.
+    taus: [f64; SCALES],
+    /// Observed delays per time constant (fading), plus the prior.
+    counts: [f64; SCALES],
+    /// Observations the model remembers; older ones fade so a changed network is followed.
+    memory: f64,
+}
+
+impl DelayModel {
+    /// `min_ms..=max_ms`: the range of delays to expect. Before any delay is seen, every time
+    /// constant is equally likely (`prior_count` pseudo-observations spread log-uniformly), so a
+    /// click a minute old counts a little and one a month old counts fully.
+    pub fn new(min_ms: f64, max_ms: f64, prior_count: f64, memory: f64) -> DelayModel {
+        let ratio = (max_ms / min_ms).powf(1.0 / (SCALES - 1) as f64);
+        let mut taus = [0.0; SCALES];
+        let mut tau = min_ms;
+        for slot in &mut taus {
+            *slot = tau;
+            tau *= ratio;
+        }
+        DelayModel {
+            taus,
+            counts: [prior_count / SCALES as f64; SCALES],
+            memory: memory.max(1.0),
+        }
+    }
+
+    pub fn taus(&self) -> &[f64; SCALES] {
+        &self.taus
+    }
+
+    /// Learns from one observed click → conversion delay.
+    pub fn observe(&mut self, delay_ms: f64) {
+        let keep = 1.0 - 1.0 / self.memory;
+        for c in &mut self.counts {
+            *c *= keep;
+        }
+        // The exponential whose density is highest at `delay` has its mean at `delay`, so the
+        // nearest constant on a log scale is the maximum-likelihood component.
+        let d = delay_ms.max(1.0).ln();
+        let nearest = (0..SCALES)
+            .min_by(|&a, &b| {
+                let da = (self.taus[a].ln() - d).abs();
+                let db = (self.taus[b].ln() - d).abs();
+                da.total_cmp(&db)
+            })
+            .unwrap_or(0);
+        self.counts[nearest] += 1.0;
+    }
+
+    /// Mixing weights, summing to 1.
+    pub fn weights(&self) -> [f64; SCALES] {
+        let total: f64 = self.counts.iter().sum();
+        let mut w = [0.0; SCALES];
+        for (slot, c) in w.iter_mut().zip(&self.counts) {
+            *slot = c / total;
+        }
+        w
+    }
+
+    /// Probability that a click that will convert has converted by `age_ms`.
+    pub fn cdf(&self, age_ms: f64) -> f64 {
+        let w = self.weights();
+        let pending: f64 = w
+            .iter()
+            .zip(&self.taus)
+            .map(|(w, tau)| w * (-age_ms.max(0.0) / tau).exp())
+            .sum();
+        1.0 - pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_delay_cdf_rises_from_zero_to_one() {
+        let model = DelayModel::new(1_000.0, 30.0 * 86_400_000.0, 2.0, 1_000.0);
+        assert!(model.cdf(0.0).abs() < 1e-12);
+        assert!(model.cdf(60_000.0) < model.cdf(3_600_000.0));
+        assert!(model.cdf(365.0 * 86_400_000.0) > 0.95);
+    }
+
+    #[test]
+    fn observed_delays_move_the_cdf() {
+        let mut model = DelayModel::new(1_000.0, 30.0 * 86_400_000.0, 2.0, 1_000.0);
+        let before = model.cdf(10_000.0);
+        for _ in 0..200 {
+            model.observe(5_000.0);
+        }
+        assert!(model.cdf(10_000.0) > 0.7, "{}", model.cdf(10_000.0));
+        assert!(model.cdf(10_000.0) > before);
+    }
+}

@@ -1,0 +1,495 @@
+//! What the bandit has seen: fading click, conversion and revenue sums per (campaign, offer,
+//! segment key at every pooling level), and the recomputation of allocation tables from them.
+//!
+//! Pure: every call takes the time (Unix milliseconds), nothing reads a clock.
+//!
+//! - Fading: every sum is multiplied by `2^-(Δt/time_half_life + Δn/click_half_life)`, where
+//!   `Δn` counts the clicks of that segment key (all offers), so busy segments follow a change
+//!   within a few thousand of their clicks and quiet ones within the time half-life. Applied
+//!   lazily when a sum is touched.
+//! - Delayed feedback: exposure is `Σ fade × F(age)` over clicks, kept as clicks minus one fading
+//!   sum per delay time constant (see `delay`), so a click too young to have converted is not a
+//!   failure.
+//! - Pooling: per offer, the estimate at each level is the prior of the next finer one, worth
+//!   `prior_conversions` conversions (empirical-Bayes shrinkage towards the parent).
+//! - Allocation: share ∝ weight × P(offer has the best EPC), plus a global exploration budget
+//!   spread by weight × posterior spread.
+
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+use std::sync::Arc;
+
+use super::allocator::{Arm, CampaignTable, SegmentTable, Tables};
+use super::delay::{DelayModel, SCALES};
+use super::posterior::{prob_best, LogNormal};
+use super::segment::{Segment, LEVELS};
+use crate::rules::{Campaign, Offer, RuleSet};
+
+/// A hasher without per-process random keys, so iteration order (and therefore every float sum
+/// and every simulation) is reproducible.
+pub type FixedState = BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
+type Map<K, V> = HashMap<K, V, FixedState>;
+
+/// Tuning of the bandit. The defaults suit production (delays of minutes to days).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BanditConfig {
+    /// Evidence loses half its weight after this long.
+    pub time_half_life_ms: f64,
+    /// ... and after this many further clicks in the same segment key.
+    pub click_half_life: f64,
+    /// Strength of the parent level's conversion rate as a prior, in conversions.
+    pub prior_conversions: f64,
+    /// Strength of the configured payout as a prior on payout per conversion, in conversions.
+    pub payout_prior_conversions: f64,
+    /// Conversion rate assumed for a campaign with no evidence at all.
+    pub prior_cr: f64,
+    /// Share of residual traffic spent on exploration, spread by uncertainty.
+    pub exploration: f64,
+    /// Range of click → conversion delays the delay model spans.
+    pub delay_min_ms: f64,
+    pub delay_max_ms: f64,
+    /// Pseudo-observations of the log-uniform delay prior.
+    pub delay_prior_count: f64,
+    /// Observed delays the delay model remembers.
+    pub delay_memory: f64,
+    /// Window over which a segment's click rate is measured (to fade a late conversion as much
+    /// as its click has faded).
+    pub rate_window_ms: f64,
+    /// Every this many recomputations every segment is recomputed, not only those with news,
+    /// so that fading and changes in parent levels reach quiet segments.
+    pub full_refresh_every: u32,
+}
+
+impl Default for BanditConfig {
+    fn default() -> BanditConfig {
+        BanditConfig {
+            time_half_life_ms: 3.0 * 86_400_000.0,
+            click_half_life: 3_000.0,
+            prior_conversions: 3.0,
+            payout_prior_conversions: 2.0,
+            prior_cr: 0.01,
+            exploration: 0.02,
+            delay_min_ms: 1_000.0,
+            delay_max_ms: 30.0 * 86_400_000.0,
+            delay_prior_count: 4.0,
+            delay_memory: 2_000.0,
+            rate_window_ms: 3_600_000.0,
+            full_refresh_every: 8,
+        }
+    }
+}
+
+/// One fallback as the bandit needs it at recomputation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ArmSpec {
+    pub offer: String,
+    /// Index into `campaign.fallback`.
+    pub fallback: usize,
+    pub weight: f64,
+    /// Configured payout per conversion: the prior of the payout per conversion.
+    pub payout: f64,
+}
+
+/// A campaign's fallbacks that are available (not paused, not capped) at recomputation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CampaignSpec {
+    pub id: String,
+    pub arms: Vec<ArmSpec>,
+}
+
+impl CampaignSpec {
+    /// The fallbacks of `campaign` whose offer exists and passes `available` (paused, capped).
+    pub fn from_rules(
+        campaign: &Campaign,
+        rules: &RuleSet,
+        available: impl Fn(&Offer) -> bool,
+    ) -> CampaignSpec {
+        let arms = campaign
+            .fallback
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| {
+                let offer = rules.offer(&f.offer)?;
+                (!offer.paused && available(offer)).then(|| ArmSpec {
+                    offer: f.offer.clone(),
+                    fallback: i,
+                    weight: f.weight,
+                    payout: offer.payout.to_f64(),
+                })
+            })
+            .collect();
+        CampaignSpec {
+            id: campaign.id.clone(),
+            arms,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Stat {
+    t: i64,
+    n: f64,
+    clicks: f64,
+    /// Per delay time constant: clicks still waiting to convert under that component.
+    pending: [f64; SCALES],
+    conversions: f64,
+    revenue: f64,
+}
+
+impl Stat {
+    fn new(t: i64, n: f64) -> Stat {
+        Stat {
+            t,
+            n,
+            clicks: 0.0,
+            pending: [0.0; SCALES],
+            conversions: 0.0,
+            revenue: 0.0,
+        }
+    }
+
+    fn advance(&mut self, t: i64, n: f64, config: &BanditConfig, taus: &[f64; SCALES]) {
+        let dt = (t - self.t).max(0) as f64;
+        let dn = (n - self.n).max(0.0);
+        if dt == 0.0 && dn == 0.0 {
+            return;
+        }
+        let g = fade(dt, dn, config);
+        self.clicks *= g;
+        self.conversions *= g;
+        self.revenue *= g;
+        for (p, tau) in self.pending.iter_mut().zip(taus) {
+            *p *= g * (-dt / tau).exp();
+        }
+        self.t = self.t.max(t);
+        self.n = self.n.max(n);
+    }
+
+    /// (exposure, conversions, revenue) as of `t`, without changing the stored state.
+    fn read(&self, t: i64, n: f64, config: &BanditConfig, delays: &DelayModel) -> (f64, f64, f64) {
+        let mut copy = self.clone();
+        copy.advance(t, n, config, delays.taus());
+        let pending: f64 = delays
+            .weights()
+            .iter()
+            .zip(&copy.pending)
+            .map(|(w, p)| w * p)
+            .sum();
+        (
+            (copy.clicks - pending).max(0.0),
+            copy.conversions,
+            copy.revenue,
+        )
+    }
+}
+
+fn fade(dt: f64, dn: f64, config: &BanditConfig) -> f64 {
+    (-(dt / config.time_half_life_ms + dn / config.click_half_life) * std::f64::consts::LN_2).exp()
+}
+
+#[derive(Clone, Debug)]
+struct KeyState {
+    parent: u64,
+    /// Clicks in this key so far (all offers): the clock of click-count fading.
+    n: f64,
+    /// Fading click count over `rate_window_ms`, for the click rate.
+    rate: f64,
+    rate_t: i64,
+    dirty: bool,
+    /// Indexed by the campaign's offer index.
+    stats: Vec<Stat>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct CampaignEvidence {
+    offers: Vec<String>,
+    offer_index: Map<String, usize>,
+    keys: Map<u64, KeyState>,
+    /// Keys per level in first-seen order, for a deterministic top-down pass.
+    by_level: [Vec<u64>; LEVELS],
+    /// Tables of the previous recomputation, reused for keys without news.
+    cache: Map<u64, Arc<SegmentTable>>,
+    cache_arms: Vec<ArmSpec>,
+}
+
+impl CampaignEvidence {
+    fn offer(&mut self, offer: &str) -> usize {
+        if let Some(&i) = self.offer_index.get(offer) {
+            return i;
+        }
+        self.offers.push(offer.to_string());
+        self.offer_index
+            .insert(offer.to_string(), self.offers.len() - 1);
+        self.offers.len() - 1
+    }
+
+    /// The key states of `segment`'s levels, created as needed.
+    fn touch(&mut self, segment: &Segment, offer: usize, at_ms: i64) -> [u64; LEVELS] {
+        let keys = segment.keys();
+        for level in 0..LEVELS {
+            let key = keys[level];
+            let state = self.keys.entry(key).or_insert_with(|| {
+                self.by_level[level].push(key);
+                KeyState {
+                    parent: if level == 0 { key } else { keys[level - 1] },
+                    n: 0.0,
+                    rate: 0.0,
+                    rate_t: at_ms,
+                    dirty: true,
+                    stats: Vec::new(),
+                }
+            });
+            while state.stats.len() <= offer {
+                state.stats.push(Stat::new(at_ms, state.n));
+            }
+        }
+        keys
+    }
+}
+
+/// Everything the bandit has observed, for all campaigns.
+#[derive(Clone, Debug)]
+pub struct Evidence {
+    config: BanditConfig,
+    delays: DelayModel,
+    campaigns: Map<String, CampaignEvidence>,
+    recomputations: u64,
+}
+
+impl Evidence {
+    pub fn new(config: BanditConfig) -> Evidence {
+        let delays = DelayModel::new(
+            config.delay_min_ms,
+            config.delay_max_ms,
+            config.delay_prior_count,
+            config.delay_memory,
+        );
+        Evidence {
+            config,
+            delays,
+            campaigns: Map::default(),
+            recomputations: 0,
+        }
+    }
+
+    pub fn config(&self) -> &BanditConfig {
+        &self.config
+    }
+
+    pub fn delays(&self) -> &DelayModel {
+        &self.delays
+    }
+
+    /// A residual click sent to `offer`.
+    pub fn record_click(&mut self, campaign: &str, offer: &str, segment: &Segment, at_ms: i64) {
+        let config = &self.config;
+        let taus = *self.delays.taus();
+        let c = self.campaigns.entry(campaign.to_string()).or_default();
+        let o = c.offer(offer);
+        for key in c.touch(segment, o, at_ms) {
+            let state = c.keys.get_mut(&key).expect("touched");
+            state.rate = state.rate
+                * (-((at_ms - state.rate_t).max(0) as f64) / config.rate_window_ms).exp()
+                + 1.0;
+            state.rate_t = state.rate_t.max(at_ms);
+            let stat = &mut state.stats[o];
+            stat.advance(at_ms, state.n, config, &taus);
+            stat.clicks += 1.0;
+            for p in &mut stat.pending {
+                *p += 1.0;
+            }
+            state.n += 1.0;
+            state.dirty = true;
+        }
+    }
+
+    /// An approved conversion worth `payout` (base currency) for a click made at `click_at_ms`.
+    pub fn record_conversion(
+        &mut self,
+        campaign: &str,
+        offer: &str,
+        segment: &Segment,
+        payout: f64,
+        click_at_ms: i64,
+        at_ms: i64,
+    ) {
+        let delay = (at_ms - click_at_ms).max(0) as f64;
+        self.delays.observe(delay);
+        let config = &self.config;
+        let taus = *self.delays.taus();
+        let c = self.campaigns.entry(campaign.to_string()).or_default();
+        let o = c.offer(offer);
+        for key in c.touch(segment, o, at_ms) {
+            let state = c.keys.get_mut(&key).expect("touched");
+            // The click's own contribution has faded since it was made; so must its conversion,
+            // or slow conversions would count more than the clicks they came from.
+            let rate = state.rate / config.rate_window_ms;
+            let clicks_since = (rate * delay).min(state.n);
+            let w = fade(delay, clicks_since, config);
+            let stat = &mut state.stats[o];
+            stat.advance(at_ms, state.n, config, &taus);
+            stat.conversions += w;
+            stat.revenue += w * payout;
+            state.dirty = true;
+        }
+    }
+
+    /// Exposure (clicks that had time to convert, faded), conversions and revenue of one offer in
+    /// one segment's finest key; zeros when never seen.
+    pub fn totals(
+        &self,
+        campaign: &str,
+        offer: &str,
+        segment: &Segment,
+        now_ms: i64,
+    ) -> (f64, f64, f64) {
+        let Some(c) = self.campaigns.get(campaign) else {
+            return (0.0, 0.0, 0.0);
+        };
+        let (Some(&o), Some(state)) = (
+            c.offer_index.get(offer),
+            c.keys.get(&segment.keys()[LEVELS - 1]),
+        ) else {
+            return (0.0, 0.0, 0.0);
+        };
+        state.stats.get(o).map_or((0.0, 0.0, 0.0), |s| {
+            s.read(now_ms, state.n, &self.config, &self.delays)
+        })
+    }
+
+    /// Builds the allocation tables for `campaigns` as of `now_ms`.
+    pub fn recompute(&mut self, campaigns: &[CampaignSpec], now_ms: i64) -> Tables {
+        self.recomputations += 1;
+        let full = self.config.full_refresh_every <= 1
+            || self
+                .recomputations
+                .is_multiple_of(u64::from(self.config.full_refresh_every));
+        let mut tables = Tables {
+            computed_at_ms: now_ms,
+            campaigns: Map::default(),
+        };
+        for spec in campaigns {
+            let arms: Vec<Arm> = spec
+                .arms
+                .iter()
+                .map(|a| Arm {
+                    offer: a.offer.clone(),
+                    fallback: a.fallback,
+                    weight: a.weight,
+                })
+                .collect();
+            let segments = match self.campaigns.get_mut(&spec.id) {
+                Some(c) => campaign_tables(c, spec, now_ms, full, &self.config, &self.delays),
+                None => Map::default(),
+            };
+            tables
+                .campaigns
+                .insert(spec.id.clone(), CampaignTable { arms, segments });
+        }
+        tables
+    }
+}
+
+/// Per-arm parameters a level hands down to the next finer one.
+#[derive(Clone, Copy, Debug)]
+struct Prior {
+    cr: f64,
+    payout: f64,
+}
+
+fn campaign_tables(
+    c: &mut CampaignEvidence,
+    spec: &CampaignSpec,
+    now_ms: i64,
+    full: bool,
+    config: &BanditConfig,
+    delays: &DelayModel,
+) -> Map<u64, Arc<SegmentTable>> {
+    let full = full || c.cache_arms != spec.arms;
+    let arm_offer: Vec<Option<usize>> = spec
+        .arms
+        .iter()
+        .map(|a| c.offer_index.get(&a.offer).copied())
+        .collect();
+    let read = |state: &KeyState, arm: usize| -> (f64, f64, f64) {
+        arm_offer[arm]
+            .and_then(|o| state.stats.get(o))
+            .map_or((0.0, 0.0, 0.0), |s| s.read(now_ms, state.n, config, delays))
+    };
+    let a = config.prior_conversions;
+    let p = config.payout_prior_conversions;
+
+    // The campaign's pooled conversion rate is the prior of each offer's overall rate, so an
+    // offer with no evidence is assumed to be an average one.
+    let mut priors: Map<u64, Vec<Prior>> = Map::default();
+    let root_prior: Vec<Prior> = {
+        let (mut e, mut k) = (0.0, 0.0);
+        if let Some(root) = c.by_level[0].first().and_then(|key| c.keys.get(key)) {
+            for arm in 0..spec.arms.len() {
+                let (ea, ka, _) = read(root, arm);
+                e += ea;
+                k += ka;
+            }
+        }
+        let cr = (k + a) / (e + a / config.prior_cr);
+        spec.arms
+            .iter()
+            .map(|arm| Prior {
+                cr,
+                payout: arm.payout,
+            })
+            .collect()
+    };
+
+    let mut out: Map<u64, Arc<SegmentTable>> = Map::default();
+    for level in 0..LEVELS {
+        for &key in &c.by_level[level] {
+            let state = &c.keys[&key];
+            let parent: &[Prior] = if level == 0 {
+                &root_prior
+            } else {
+                &priors[&state.parent]
+            };
+            let mut own = Vec::with_capacity(spec.arms.len());
+            let mut posteriors = Vec::with_capacity(spec.arms.len());
+            for (arm, prior) in parent.iter().enumerate() {
+                let (e, k, r) = read(state, arm);
+                let shape = k + a;
+                let rate = e + a / prior.cr;
+                let payout = (r + p * prior.payout) / (k + p);
+                own.push(Prior {
+                    cr: shape / rate,
+                    payout,
+                });
+                posteriors.push(LogNormal::of_gamma(shape, rate, payout));
+            }
+            priors.insert(key, own);
+            let reuse = (!full && !state.dirty)
+                .then(|| c.cache.get(&key).cloned())
+                .flatten();
+            let table = reuse.unwrap_or_else(|| {
+                let best = prob_best(&posteriors);
+                let exploit = spec
+                    .arms
+                    .iter()
+                    .zip(&best)
+                    .map(|(arm, pb)| arm.weight * pb)
+                    .collect();
+                let explore = spec
+                    .arms
+                    .iter()
+                    .zip(&posteriors)
+                    .map(|(arm, post)| arm.weight * post.sigma)
+                    .collect();
+                Arc::new(SegmentTable::new(exploit, explore, config.exploration))
+            });
+            out.insert(key, table);
+        }
+    }
+    for state in c.keys.values_mut() {
+        state.dirty = false;
+    }
+    c.cache = out.clone();
+    c.cache_arms = spec.arms.clone();
+    out
+}

@@ -1,0 +1,270 @@
+//! Behaviour of the evidence-driven policy, end to end through `FallbackPolicy`.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+use super::sim::{self, sim_campaign, Scenario};
+use super::*;
+use crate::rules::Campaign;
+use crate::visitor::{Device, Os, Visitor};
+
+const DAY: i64 = 86_400_000;
+
+fn visitor() -> Visitor {
+    Visitor {
+        country: Some("US".into()),
+        device: Device::Phone,
+        os: Os::Android,
+        carrier: Some("Verizon".into()),
+        ..Visitor::unknown(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    }
+}
+
+fn spec(campaign: &Campaign, payouts: &[f64]) -> CampaignSpec {
+    CampaignSpec {
+        id: campaign.id.clone(),
+        arms: campaign
+            .fallback
+            .iter()
+            .enumerate()
+            .map(|(i, f)| ArmSpec {
+                offer: f.offer.clone(),
+                fallback: i,
+                weight: f.weight,
+                payout: payouts[i],
+            })
+            .collect(),
+    }
+}
+
+/// Records `clicks` clicks of `offer` at `at_ms` of which `conversions` convert one second later.
+fn feed(
+    e: &mut Evidence,
+    c: &Campaign,
+    offer: usize,
+    clicks: u32,
+    conversions: u32,
+    payout: f64,
+    at_ms: i64,
+) {
+    let seg = Segment::of(&visitor());
+    let every = clicks.checked_div(conversions).unwrap_or(u32::MAX).max(1);
+    for i in 0..clicks {
+        e.record_click(&c.id, &c.fallback[offer].offer, &seg, at_ms);
+        if conversions > 0 && i % every == 0 {
+            e.record_conversion(
+                &c.id,
+                &c.fallback[offer].offer,
+                &seg,
+                payout,
+                at_ms,
+                at_ms + 1_000,
+            );
+        }
+    }
+}
+
+fn shares_now(e: &mut Evidence, c: &Campaign, payouts: &[f64], now_ms: i64) -> Vec<f64> {
+    let allocator = Allocator::new();
+    allocator.publish(e.recompute(&[spec(c, payouts)], now_ms));
+    let all: Vec<usize> = (0..c.fallback.len()).collect();
+    allocator.shares(c, &visitor(), &all)
+}
+
+fn slow_fading() -> BanditConfig {
+    BanditConfig {
+        time_half_life_ms: 1e15,
+        click_half_life: 1e12,
+        ..BanditConfig::default()
+    }
+}
+
+#[test]
+fn with_no_evidence_shares_are_proportional_to_weights() {
+    let c = sim_campaign("c", &[("a", 3.0), ("b", 1.0), ("d", 4.0)]);
+    let mut e = Evidence::new(BanditConfig::default());
+    // Evidence about another campaign must not leak into this one.
+    let other = sim_campaign("other", &[("a", 1.0)]);
+    feed(&mut e, &other, 0, 500, 50, 2.0, 0);
+    let shares = shares_now(&mut e, &c, &[1.0, 1.0, 1.0], 1_000);
+    for (s, w) in shares.iter().zip([3.0, 1.0, 4.0]) {
+        assert!((s - w / 8.0).abs() < 1e-9, "{shares:?}");
+    }
+}
+
+#[test]
+fn with_strong_evidence_the_best_epc_offer_not_the_best_cr_gets_most_traffic() {
+    let c = sim_campaign("c", &[("high-cr", 1.0), ("high-epc", 1.0)]);
+    let mut e = Evidence::new(slow_fading());
+    // EPC 0.10 with CR 10 % against EPC 0.20 with CR 4 %.
+    feed(&mut e, &c, 0, 5_000, 500, 1.0, 0);
+    feed(&mut e, &c, 1, 5_000, 200, 5.0, 0);
+    let shares = shares_now(&mut e, &c, &[1.0, 5.0], 10 * DAY);
+    assert!(shares[1] > 0.9, "{shares:?}");
+}
+
+#[test]
+fn a_higher_weight_needs_more_contrary_evidence() {
+    // B earns 30 % more per click than A; how many clicks each until B gets most traffic?
+    let clicks_to_win = |weight_a: f64| {
+        let c = sim_campaign("c", &[("a", weight_a), ("b", 1.0)]);
+        (1..=40)
+            .map(|k| k * 250)
+            .find(|&n| {
+                let mut e = Evidence::new(slow_fading());
+                feed(&mut e, &c, 0, n, n / 50, 5.0, 0);
+                feed(&mut e, &c, 1, n, n * 13 / 500, 5.0, 0);
+                shares_now(&mut e, &c, &[5.0, 5.0], 10 * DAY)[1] > 0.5
+            })
+            .unwrap_or(u32::MAX)
+    };
+    let even = clicks_to_win(1.0);
+    let favoured = clicks_to_win(4.0);
+    assert!(even < favoured, "{even} vs {favoured}");
+}
+
+#[test]
+fn young_clicks_are_not_failures() {
+    let c = sim_campaign("c", &[("a", 1.0), ("b", 1.0)]);
+    let teach = sim_campaign("teach", &[("x", 1.0)]);
+    let shares_after = |age_ms: i64| {
+        let mut e = Evidence::new(slow_fading());
+        // Conversions elsewhere have taught the model that delays are about an hour.
+        let seg = Segment::of(&visitor());
+        for i in 0..300 {
+            e.record_conversion(
+                "teach",
+                &teach.fallback[0].offer,
+                &seg,
+                1.0,
+                i,
+                i + 3_600_000,
+            );
+        }
+        feed(&mut e, &c, 0, 3_000, 0, 1.0, 10 * DAY);
+        shares_now(&mut e, &c, &[1.0, 1.0], 10 * DAY + age_ms)
+    };
+    let young = shares_after(2_000);
+    let old = shares_after(3 * DAY);
+    assert!(young[0] > 0.45, "young {young:?}");
+    assert!(old[0] < 0.35, "old {old:?}");
+}
+
+#[test]
+fn fading_follows_a_payout_halving() {
+    let c = sim_campaign("c", &[("a", 1.0), ("b", 1.0)]);
+    let config = BanditConfig {
+        time_half_life_ms: 1e15,
+        ..BanditConfig::default()
+    };
+    let mut e = Evidence::new(config);
+    let allocator = Allocator::new();
+    let seg = Segment::of(&visitor());
+    let v = visitor();
+    let mut rng = StdRng::seed_from_u64(5);
+    let mut payout = [2.0, 1.5];
+    let mut b_after_change = 0;
+    // A click every 100 ms, conversions 2 s later, tables rebuilt every 100 clicks.
+    let mut pending: Vec<(i64, usize, i64)> = Vec::new();
+    for k in 0..30_000i64 {
+        let now = k * 100;
+        if k == 20_000 {
+            payout[0] = 1.0;
+        }
+        pending.retain(|&(at, o, click)| {
+            if at > now {
+                return true;
+            }
+            e.record_conversion("c", &c.fallback[o].offer, &seg, payout[o], click, at);
+            false
+        });
+        if k % 100 == 0 {
+            allocator.publish(e.recompute(&[spec(&c, &[2.0, 1.5])], now));
+        }
+        let o = allocator.choose(&c, &v, &[0, 1], &mut rng);
+        e.record_click("c", &c.fallback[o].offer, &seg, now);
+        if rng.random::<f64>() < 0.05 {
+            pending.push((now + 2_000, o, now));
+        }
+        if k == 19_999 {
+            let shares = allocator.shares(&c, &v, &[0, 1]);
+            assert!(
+                shares[0] > 0.8,
+                "before the change A earns most: {shares:?}"
+            );
+        }
+        if k >= 26_000 && o == 1 {
+            b_after_change += 1;
+        }
+    }
+    assert!(
+        b_after_change > 2_800,
+        "B got {b_after_change} of the last 4000 clicks"
+    );
+}
+
+#[test]
+fn ineligible_offers_get_nothing() {
+    let c = sim_campaign("c", &[("a", 1.0), ("b", 1.0), ("d", 1.0)]);
+    let mut e = Evidence::new(BanditConfig::default());
+    feed(&mut e, &c, 1, 2_000, 200, 5.0, 0);
+    // "b" (the best) paused: left out of the table, and out of every draw.
+    let mut s = spec(&c, &[1.0, 1.0, 1.0]);
+    s.arms.remove(1);
+    let allocator = Allocator::new();
+    allocator.publish(e.recompute(&[s], DAY));
+    let v = visitor();
+    let shares = allocator.shares(&c, &v, &[0, 2]);
+    assert_eq!(shares.len(), 2);
+    assert!(
+        (shares.iter().sum::<f64>() - 1.0).abs() < 1e-9,
+        "{shares:?}"
+    );
+    let mut rng = StdRng::seed_from_u64(3);
+    for _ in 0..2_000 {
+        assert_ne!(allocator.choose(&c, &v, &[0, 2], &mut rng), 1);
+        // A visitor-level exclusion of "d" too.
+        assert_eq!(allocator.choose(&c, &v, &[0], &mut rng), 0);
+    }
+}
+
+#[test]
+fn a_new_offer_gets_traffic_before_the_next_refresh() {
+    let before = sim_campaign("c", &[("a", 1.0)]);
+    let after = sim_campaign("c", &[("a", 1.0), ("new", 1.0)]);
+    let mut e = Evidence::new(BanditConfig::default());
+    feed(&mut e, &before, 0, 2_000, 20, 1.0, 0);
+    let allocator = Allocator::new();
+    allocator.publish(e.recompute(&[spec(&before, &[1.0])], DAY));
+    let shares = allocator.shares(&after, &visitor(), &[0, 1]);
+    assert!(shares[1] > 0.1 && shares[1] < 0.9, "{shares:?}");
+}
+
+fn small() -> Scenario {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scenarios/small.toml");
+    Scenario::parse(&std::fs::read_to_string(path).expect("small.toml")).expect("valid")
+}
+
+#[test]
+fn the_simulator_is_deterministic_for_a_seed() {
+    let run = |seed| serde_json::to_string(&sim::run(small(), &["bandit"], seed).unwrap()).unwrap();
+    assert_eq!(run(4), run(4));
+    assert_ne!(run(4), run(5));
+}
+
+#[test]
+fn the_small_scenario_beats_uniform() {
+    let report = sim::run(small(), &["bandit", "uniform"], 1).unwrap();
+    let (bandit, uniform) = (&report.policies[0], &report.policies[1]);
+    assert!(bandit.ratio > uniform.ratio + 0.2, "{report:?}");
+    assert!(bandit.ratio > 0.85, "{report:?}");
+}
+
+#[test]
+fn a_bad_scenario_names_the_field() {
+    let err = Scenario::parse("horizon = 10\nclicks_per_second = 1\n[[segment]]\nshare = 1\n[[offer]]\nid = \"a\"\npayout = 1\ncr = 2\n")
+        .unwrap_err();
+    assert!(err.starts_with("offer[0].cr:"), "{err}");
+}
