@@ -116,13 +116,14 @@ pub async fn click(
             params,
         };
         let handed_over = Instant::now();
-        // A click that cannot be recorded is still redirected: the visitor was paid for.
+        // A click that cannot be recorded is still redirected: the visitor was paid for. The
+        // store logs its own failures at most once a second; a line per click would flood.
         if let Err(e) = state.store.record_click(record).await {
             state
                 .metrics
                 .click_record_errors
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::error!(campaign = %campaign.id, error = %e, "click not recorded");
+            tracing::debug!(campaign = %campaign.id, error = %e, "click not recorded");
         }
         state.metrics.store_latency.observe(handed_over.elapsed());
     }
