@@ -89,6 +89,13 @@ impl Money {
         Money(rounded.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64)
     }
 
+    /// Converts by a currency rate given as a float (units of the target per unit of this
+    /// amount's currency); `None` when the rate is not a positive finite number.
+    pub fn convert(self, rate: f64) -> Option<Money> {
+        let rate = Money::from_f64(rate).filter(|r| rate.is_finite() && *r > Money::ZERO)?;
+        Some(self.scale_by(rate))
+    }
+
     /// Divides by a whole number (e.g. a CPM cost by 1000), rounding half away from zero.
     pub fn div_round(self, divisor: i64) -> Money {
         let half = divisor / 2;
@@ -213,6 +220,15 @@ mod tests {
     #[test]
     fn cpm_cost_divides_to_a_fraction_of_a_cent_per_click() {
         assert_eq!(Money::parse("3.6").unwrap().div_round(1000), Money(3_600));
+    }
+
+    #[test]
+    fn convert_refuses_rates_that_are_not_positive_and_finite() {
+        let ten = Money::parse("10").unwrap();
+        assert_eq!(ten.convert(1.08), Some(Money(10_800_000)));
+        for rate in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e-9] {
+            assert_eq!(ten.convert(rate), None, "{rate}");
+        }
     }
 
     #[test]

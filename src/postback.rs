@@ -341,10 +341,8 @@ pub fn parse(
     // payout the offer's configured one is used, and refusing would lose the conversion.
     let payout = match sent_payout {
         Some(amount) if currency != base => {
-            let rate = rate(&currency)
-                .filter(|r| r.is_finite() && *r > 0.0)
-                .and_then(Money::from_f64)
-                .filter(|r| *r > Money::ZERO)
+            let converted = rate(&currency)
+                .and_then(|rate| amount.convert(rate))
                 .ok_or_else(|| {
                     PostbackError::new(
                         "bad_currency",
@@ -354,7 +352,7 @@ pub fn parse(
                         ),
                     )
                 })?;
-            Some(amount.scale_by(rate))
+            Some(converted)
         }
         other => other,
     };

@@ -60,7 +60,7 @@ pub async fn postback(
         Err(refusal) => return refuse(&state, &req, refusal),
     };
     let path_secret = req.match_info().get("secret");
-    match process(&state, &raw, path_secret, None, true).await {
+    match process(&state, raw, path_secret, None, true).await {
         Ok((request, change, payout)) => {
             let result = result_name(&change);
             state.metrics.postback(result);
@@ -93,7 +93,7 @@ const PIXEL: &[u8] = &[
 pub async fn pixel(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let raw = RawParams::from_query(req.query_string());
     let cookie = click_cookie(&req);
-    let outcome = match process(&state, &raw, None, cookie.as_deref(), false).await {
+    let outcome = match process(&state, raw, None, cookie.as_deref(), false).await {
         Ok((_, change, _)) => {
             let result = result_name(&change);
             state.metrics.postback(result);
@@ -168,14 +168,14 @@ fn read_params(req: &HttpRequest, body: &[u8]) -> Result<RawParams, Refusal> {
 /// request, the change and the payout recorded (base currency).
 async fn process(
     state: &AppState,
-    raw: &RawParams,
+    raw: RawParams,
     path_secret: Option<&str>,
     cookie_click: Option<&str>,
     secret_required: bool,
 ) -> Result<(PostbackRequest, Change, Money), Refusal> {
     let config = &state.settings.config;
     if secret_required && !config.postback_secret.is_empty() {
-        let given = path_secret.or_else(|| postback::secret_of(raw));
+        let given = path_secret.or_else(|| postback::secret_of(&raw));
         if !given.is_some_and(|g| postback::secret_matches(&config.postback_secret, g)) {
             return Err(Refusal::new(
                 StatusCode::FORBIDDEN,
@@ -185,10 +185,10 @@ async fn process(
         }
     }
     let raw = match cookie_click {
-        Some(id) if !raw.has_click_id() => raw
-            .clone()
-            .merged(RawParams(vec![("clickid".into(), id.into())])),
-        _ => raw.clone(),
+        Some(id) if !raw.has_click_id() => {
+            raw.merged(RawParams(vec![("clickid".into(), id.into())]))
+        }
+        _ => raw,
     };
     let request = postback::parse(&raw, &config.base_currency, |code| {
         state.settings.currency_rate(code)
@@ -275,14 +275,11 @@ fn configured_payout(
     let Some(offer) = click.offer.as_deref().and_then(|id| rules.offer(id)) else {
         return Money::ZERO;
     };
-    match state
+    state
         .settings
         .currency_rate(&offer.currency)
-        .and_then(Money::from_f64)
-    {
-        Some(rate) => offer.payout.scale_by(rate),
-        None => offer.payout,
-    }
+        .and_then(|rate| offer.payout.convert(rate))
+        .unwrap_or(offer.payout)
 }
 
 fn count_towards_caps(state: &AppState, offer: &str, change: &Change, now: i64) {

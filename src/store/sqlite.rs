@@ -1478,37 +1478,31 @@ fn apply_delivery_attempt(
     id: i64,
     attempt: &DeliveryAttempt,
 ) -> rusqlite::Result<Result<(), String>> {
-    let pending = codec::delivery_state_code(DeliveryState::Pending);
-    let changed = match attempt {
-        DeliveryAttempt::Delivered { at_ms } => conn
-            .prepare_cached(
-                "UPDATE deliveries SET state = ?3, delivered_ms = ?4, attempts = attempts + 1
-                 WHERE id = ?1 AND state = ?2",
-            )?
-            .execute(params![
-                id,
-                pending,
-                codec::delivery_state_code(DeliveryState::Delivered),
-                at_ms
-            ])?,
-        DeliveryAttempt::Retry { next_at_ms, error } => conn
-            .prepare_cached(
-                "UPDATE deliveries SET next_at_ms = ?3, last_error = ?4, attempts = attempts + 1
-                 WHERE id = ?1 AND state = ?2",
-            )?
-            .execute(params![id, pending, next_at_ms, error])?,
-        DeliveryAttempt::GaveUp { error } => conn
-            .prepare_cached(
-                "UPDATE deliveries SET state = ?3, last_error = ?4, attempts = attempts + 1
-                 WHERE id = ?1 AND state = ?2",
-            )?
-            .execute(params![
-                id,
-                pending,
-                codec::delivery_state_code(DeliveryState::Failed),
-                error
-            ])?,
+    // What each outcome sets; `None` leaves the column as it is.
+    let (state, delivered_ms, next_at_ms, error) = match attempt {
+        DeliveryAttempt::Delivered { at_ms } => {
+            (DeliveryState::Delivered, Some(*at_ms), None, None)
+        }
+        DeliveryAttempt::Retry { next_at_ms, error } => {
+            (DeliveryState::Pending, None, Some(*next_at_ms), Some(error))
+        }
+        DeliveryAttempt::GaveUp { error } => (DeliveryState::Failed, None, None, Some(error)),
     };
+    let changed = conn
+        .prepare_cached(
+            "UPDATE deliveries SET state = ?3, delivered_ms = COALESCE(?4, delivered_ms),
+                 next_at_ms = COALESCE(?5, next_at_ms), last_error = COALESCE(?6, last_error),
+                 attempts = attempts + 1
+             WHERE id = ?1 AND state = ?2",
+        )?
+        .execute(params![
+            id,
+            codec::delivery_state_code(DeliveryState::Pending),
+            codec::delivery_state_code(state),
+            delivered_ms,
+            next_at_ms,
+            error
+        ])?;
     if changed == 0 {
         let exists = conn
             .prepare_cached("SELECT 1 FROM deliveries WHERE id = ?1")?
