@@ -1158,12 +1158,18 @@ impl Writer {
                 }
             }
         }
-        let mut failed = 0;
+        // Counters move before any sender hears back, so whoever awaited a commit and then
+        // reads the stats sees its own write counted.
+        let failed = results.iter().filter(|result| result.is_err()).count() as u64;
+        self.shared.failed.fetch_add(failed, Ordering::Relaxed);
+        self.shared
+            .committed
+            .fetch_add(count - failed, Ordering::Relaxed);
+        self.shared.queued.fetch_sub(count, Ordering::Relaxed);
         for (write, result) in writes.into_iter().zip(results) {
             let result = match result {
                 Ok(outcome) => Ok(outcome),
                 Err(message) => {
-                    failed += 1;
                     if self.health.is_ok() {
                         tracing::error!(error = %message, record = write.describe(), "record refused by SQLite");
                     }
@@ -1178,11 +1184,6 @@ impl Writer {
                 let _ = done.send(result);
             }
         }
-        self.shared.failed.fetch_add(failed, Ordering::Relaxed);
-        self.shared
-            .committed
-            .fetch_add(count - failed, Ordering::Relaxed);
-        self.shared.queued.fetch_sub(count, Ordering::Relaxed);
     }
 
     fn set_synchronous(&self, level: &str) {
