@@ -334,6 +334,44 @@ impl Evidence {
         }
     }
 
+    /// An approved conversion taken back (rejected after approval, chargeback, or a negative
+    /// payout reported as its own event): removes what `record_conversion` added, as faded
+    /// since. `payout` is the amount that was counted (positive).
+    pub fn record_reversal(
+        &mut self,
+        campaign: &str,
+        offer: &str,
+        segment: &Segment,
+        payout: f64,
+        click_at_ms: i64,
+        at_ms: i64,
+    ) {
+        let delay = (at_ms - click_at_ms).max(0) as f64;
+        let config = &self.config;
+        let taus = *self.delays.taus();
+        let Some(c) = self.campaigns.get_mut(campaign) else {
+            return;
+        };
+        let Some(&o) = c.offer_index.get(offer) else {
+            return;
+        };
+        for key in segment.keys() {
+            let Some(state) = c.keys.get_mut(&key) else {
+                continue;
+            };
+            let Some(stat) = state.stats.get_mut(o) else {
+                continue;
+            };
+            let rate = state.rate / config.rate_window_ms;
+            let clicks_since = (rate * delay).min(state.n);
+            let w = fade(delay, clicks_since, config);
+            stat.advance(at_ms, state.n, config, &taus);
+            stat.conversions = (stat.conversions - w).max(0.0);
+            stat.revenue = (stat.revenue - w * payout).max(0.0);
+            state.dirty = true;
+        }
+    }
+
     /// Exposure (clicks that had time to convert, faded), conversions and revenue of one offer in
     /// one segment's finest key; zeros when never seen.
     pub fn totals(
