@@ -11,13 +11,14 @@ use anyhow::Context as _;
 use arc_swap::ArcSwap;
 
 use crate::admin_token;
-use crate::bandit::WeightedRandom;
+use crate::bandit::Allocator;
 use crate::caps::CapTracker;
 use crate::classify::Classifier;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Settings, StoreKind};
 use crate::deliver::{Backoff, Deliverer, StoreQueue};
 use crate::http::{self, error::json_error, AppState};
+use crate::learning::{self, Learner};
 use crate::metrics::Metrics;
 use crate::rules;
 use crate::store::sqlite::SqliteStore;
@@ -30,6 +31,7 @@ pub struct Application {
     state: web::Data<AppState>,
     rules_watch: rules::WatchHandle,
     delivery_task: tokio::task::JoinHandle<()>,
+    learner: Learner,
 }
 
 impl Application {
@@ -74,12 +76,26 @@ impl Application {
             .context("cannot set up outbound postbacks")?,
         );
         let delivery_task = deliverer.clone().spawn();
+        let allocator = Arc::new(Allocator::new());
+        let (learner, learning) = Learner::spawn(
+            learning::Inputs {
+                rules: rules.clone(),
+                availability: caps.clone(),
+                clock: clock.clone(),
+                allocator: allocator.clone(),
+                metrics: metrics.clone(),
+                refresh: std::time::Duration::from_millis(config.bandit.refresh_ms),
+            },
+            Some(history(&store, clock.now_ms())),
+        )
+        .context("cannot start the fallback optimiser")?;
         let state = web::Data::new(AppState {
             settings,
             rules,
             classifier: Arc::new(classifier),
             store,
-            policy: Arc::new(WeightedRandom),
+            policy: allocator,
+            learning,
             metrics,
             clock,
             caps,
@@ -102,6 +118,7 @@ impl Application {
             state,
             rules_watch,
             delivery_task,
+            learner,
         })
     }
 
@@ -140,6 +157,8 @@ impl Application {
             deliverer.shutdown();
         }
         let _ = self.delivery_task.await;
+        // What it learnt is in the store; the next start replays it.
+        self.learner.stop().await;
         self.state.store.flush().await?;
         tracing::info!("stopped; store flushed");
         Ok(())
@@ -193,9 +212,12 @@ fn watch_rules(
     )
 }
 
+/// Approvals that can still count towards today's cap in some time zone.
+pub const CAP_HISTORY_MS: i64 = 50 * 3_600_000;
+
 /// Daily caps count approvals of the current day in any time zone; the store has them durably.
 async fn rebuild_caps(caps: &CapTracker, store: &dyn Store, now_ms: i64) -> anyhow::Result<()> {
-    let since = now_ms - 50 * 3_600_000;
+    let since = now_ms - CAP_HISTORY_MS;
     let approvals = store
         .approved_since(since)
         .await
@@ -204,6 +226,17 @@ async fn rebuild_caps(caps: &CapTracker, store: &dyn Store, now_ms: i64) -> anyh
         caps.approved(&offer, at_ms);
     }
     Ok(())
+}
+
+/// The optimiser's history up to `now_ms`, read page by page on the learner's thread. Clicks and
+/// approvals from `now_ms` on reach it live, so none is counted twice.
+fn history(store: &Arc<dyn Store>, now_ms: i64) -> learning::History {
+    let store = store.clone();
+    let runtime = tokio::runtime::Handle::current();
+    let since = now_ms - learning::REPLAY_WINDOW_MS;
+    Box::new(move |after| {
+        runtime.block_on(store.evidence_page(since, now_ms, after, learning::REPLAY_PAGE))
+    })
 }
 
 async fn not_found() -> HttpResponse {

@@ -15,6 +15,7 @@ pub mod conversion;
 pub mod decide;
 pub mod deliver;
 pub mod http;
+pub mod learning;
 pub mod metrics;
 pub mod money;
 pub mod postback;

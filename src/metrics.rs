@@ -32,6 +32,11 @@ impl Histogram {
             .fetch_add(elapsed.as_nanos().min(u128::from(u64::MAX)) as u64, Relaxed);
     }
 
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(Relaxed)
+    }
+
     fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         let mut cumulative = 0;
@@ -64,6 +69,10 @@ pub struct Metrics {
     pub decision_latency: Histogram,
     /// Handing one click to the store (includes the commit in `strict` mode).
     pub store_latency: Histogram,
+    /// Evidence for the fallback optimiser dropped because its queue was full.
+    pub bandit_events_dropped: AtomicU64,
+    /// One recomputation of the allocation tables.
+    pub bandit_recompute: Histogram,
 }
 
 impl Metrics {
@@ -110,6 +119,11 @@ impl Metrics {
             "smartlink_rules_reload_failures_total",
             "Changed rule sets refused by validation.",
             self.rules_reload_failures.load(Relaxed),
+        );
+        counter(
+            "smartlink_bandit_events_dropped_total",
+            "Clicks and conversions the fallback optimiser did not learn from (queue full).",
+            self.bandit_events_dropped.load(Relaxed),
         );
         counter(
             "smartlink_store_committed_total",
@@ -186,6 +200,11 @@ impl Metrics {
             &mut out,
             "smartlink_store_record_seconds",
             "Handing one click to the store (with its commit in strict mode).",
+        );
+        self.bandit_recompute.render(
+            &mut out,
+            "smartlink_bandit_recompute_seconds",
+            "Recomputing the fallback allocation tables.",
         );
         out
     }

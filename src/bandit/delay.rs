@@ -71,6 +71,22 @@ impl DelayModel {
         w
     }
 
+    /// Mixing weights of this model's own observations plus `prior`'s shape worth `prior_count`
+    /// observations.
+    pub fn blend(&self, prior: &DelayModel, prior_count: f64) -> [f64; SCALES] {
+        let own: f64 = self.counts.iter().sum();
+        let total = own + prior_count;
+        if total <= 0.0 {
+            return prior.weights();
+        }
+        let p = prior.weights();
+        let mut w = [0.0; SCALES];
+        for ((slot, c), p) in w.iter_mut().zip(&self.counts).zip(&p) {
+            *slot = (c + prior_count * p) / total;
+        }
+        w
+    }
+
     /// Probability that a click that will convert has converted by `age_ms`.
     pub fn cdf(&self, age_ms: f64) -> f64 {
         let w = self.weights();

@@ -55,6 +55,9 @@ pub struct BanditConfig {
     /// Window over which a segment's click rate is measured (to fade a late conversion as much
     /// as its click has faded).
     pub rate_window_ms: f64,
+    /// A segment key gets its own allocation table once its evidence is worth this many
+    /// conversions; until then its visitors get the next coarser key's.
+    pub min_table_conversions: f64,
     /// Every this many recomputations every segment is recomputed, not only those with news,
     /// so that fading and changes in parent levels reach quiet segments.
     pub full_refresh_every: u32,
@@ -74,6 +77,7 @@ impl Default for BanditConfig {
             delay_prior_count: 4.0,
             delay_memory: 2_000.0,
             rate_window_ms: 3_600_000.0,
+            min_table_conversions: 1.0,
             full_refresh_every: 8,
         }
     }
@@ -127,8 +131,17 @@ impl CampaignSpec {
 
 #[derive(Clone, Debug)]
 struct Stat {
+    /// Time of the last fading step.
     t: i64,
+    /// Value of `count` at the last fading step.
     n: f64,
+    /// Clicks of this offer in this key so far: the clock of click-count fading. Counting the
+    /// offer's own clicks (not the key's) keeps an offer that gets little traffic from forgetting
+    /// what it showed, and makes the offer that gets most traffic turn its evidence over fastest.
+    count: f64,
+    /// Fading count of this offer's clicks over `rate_window_ms`, for its click rate.
+    rate: f64,
+    rate_t: i64,
     clicks: f64,
     /// Per delay time constant: clicks still waiting to convert under that component.
     pending: [f64; SCALES],
@@ -137,10 +150,13 @@ struct Stat {
 }
 
 impl Stat {
-    fn new(t: i64, n: f64) -> Stat {
+    fn new(t: i64) -> Stat {
         Stat {
             t,
-            n,
+            n: 0.0,
+            count: 0.0,
+            rate: 0.0,
+            rate_t: t,
             clicks: 0.0,
             pending: [0.0; SCALES],
             conversions: 0.0,
@@ -148,9 +164,9 @@ impl Stat {
         }
     }
 
-    fn advance(&mut self, t: i64, n: f64, config: &BanditConfig, taus: &[f64; SCALES]) {
+    fn advance(&mut self, t: i64, config: &BanditConfig, taus: &[f64; SCALES]) {
         let dt = (t - self.t).max(0) as f64;
-        let dn = (n - self.n).max(0.0);
+        let dn = (self.count - self.n).max(0.0);
         if dt == 0.0 && dn == 0.0 {
             return;
         }
@@ -162,15 +178,41 @@ impl Stat {
             *p *= g * (-dt / tau).exp();
         }
         self.t = self.t.max(t);
-        self.n = self.n.max(n);
+        self.n = self.count;
+    }
+
+    fn click(&mut self, at_ms: i64, config: &BanditConfig, taus: &[f64; SCALES]) {
+        self.advance(at_ms, config, taus);
+        self.clicks += 1.0;
+        for p in &mut self.pending {
+            *p += 1.0;
+        }
+        self.count += 1.0;
+        self.rate = self.rate
+            * (-((at_ms - self.rate_t).max(0) as f64) / config.rate_window_ms).exp()
+            + 1.0;
+        self.rate_t = self.rate_t.max(at_ms);
+    }
+
+    /// How much a click made `delay_ms` ago has faded since: the weight its conversion gets, or
+    /// slow conversions would count more than the clicks they came from.
+    fn fade_since(&self, delay_ms: f64, config: &BanditConfig) -> f64 {
+        let clicks_since = (self.rate / config.rate_window_ms * delay_ms).min(self.count);
+        fade(delay_ms, clicks_since, config)
     }
 
     /// (exposure, conversions, revenue) as of `t`, without changing the stored state.
-    fn read(&self, t: i64, n: f64, config: &BanditConfig, delays: &DelayModel) -> (f64, f64, f64) {
+    /// `delay_weights` are the mixing weights of this offer's delay model.
+    fn read(
+        &self,
+        t: i64,
+        config: &BanditConfig,
+        taus: &[f64; SCALES],
+        delay_weights: &[f64; SCALES],
+    ) -> (f64, f64, f64) {
         let mut copy = self.clone();
-        copy.advance(t, n, config, delays.taus());
-        let pending: f64 = delays
-            .weights()
+        copy.advance(t, config, taus);
+        let pending: f64 = delay_weights
             .iter()
             .zip(&copy.pending)
             .map(|(w, p)| w * p)
@@ -190,11 +232,7 @@ fn fade(dt: f64, dn: f64, config: &BanditConfig) -> f64 {
 #[derive(Clone, Debug)]
 struct KeyState {
     parent: u64,
-    /// Clicks in this key so far (all offers): the clock of click-count fading.
-    n: f64,
-    /// Fading click count over `rate_window_ms`, for the click rate.
-    rate: f64,
-    rate_t: i64,
+    /// Own evidence since the last recomputation.
     dirty: bool,
     /// Indexed by the campaign's offer index.
     stats: Vec<Stat>,
@@ -204,20 +242,31 @@ struct KeyState {
 struct CampaignEvidence {
     offers: Vec<String>,
     offer_index: Map<String, usize>,
+    /// Per offer: its own delay model; the global one is its prior, so an offer with few
+    /// conversions borrows the shape every offer shows and one with many gets its own.
+    delays: Vec<DelayModel>,
     keys: Map<u64, KeyState>,
     /// Keys per level in first-seen order, for a deterministic top-down pass.
     by_level: [Vec<u64>; LEVELS],
     /// Tables of the previous recomputation, reused for keys without news.
     cache: Map<u64, Arc<SegmentTable>>,
+    /// What each key handed down to its children at the previous recomputation.
+    prior_cache: Map<u64, Vec<Prior>>,
     cache_arms: Vec<ArmSpec>,
 }
 
 impl CampaignEvidence {
-    fn offer(&mut self, offer: &str) -> usize {
+    fn offer(&mut self, offer: &str, config: &BanditConfig) -> usize {
         if let Some(&i) = self.offer_index.get(offer) {
             return i;
         }
         self.offers.push(offer.to_string());
+        self.delays.push(DelayModel::new(
+            config.delay_min_ms,
+            config.delay_max_ms,
+            0.0,
+            config.delay_memory,
+        ));
         self.offer_index
             .insert(offer.to_string(), self.offers.len() - 1);
         self.offers.len() - 1
@@ -232,18 +281,23 @@ impl CampaignEvidence {
                 self.by_level[level].push(key);
                 KeyState {
                     parent: if level == 0 { key } else { keys[level - 1] },
-                    n: 0.0,
-                    rate: 0.0,
-                    rate_t: at_ms,
                     dirty: true,
                     stats: Vec::new(),
                 }
             });
             while state.stats.len() <= offer {
-                state.stats.push(Stat::new(at_ms, state.n));
+                state.stats.push(Stat::new(at_ms));
             }
         }
         keys
+    }
+
+    /// Delay mixing weights of offer `o`: its own observations plus the global model's shape
+    /// worth `prior_count` observations.
+    fn delay_weights(&self, o: usize, global: &DelayModel, prior_count: f64) -> [f64; SCALES] {
+        self.delays
+            .get(o)
+            .map_or_else(|| global.weights(), |d| d.blend(global, prior_count))
     }
 }
 
@@ -251,6 +305,7 @@ impl CampaignEvidence {
 #[derive(Clone, Debug)]
 pub struct Evidence {
     config: BanditConfig,
+    /// Every offer's delays together: the prior of each offer's own model.
     delays: DelayModel,
     campaigns: Map<String, CampaignEvidence>,
     recomputations: u64,
@@ -285,20 +340,10 @@ impl Evidence {
         let config = &self.config;
         let taus = *self.delays.taus();
         let c = self.campaigns.entry(campaign.to_string()).or_default();
-        let o = c.offer(offer);
+        let o = c.offer(offer, config);
         for key in c.touch(segment, o, at_ms) {
             let state = c.keys.get_mut(&key).expect("touched");
-            state.rate = state.rate
-                * (-((at_ms - state.rate_t).max(0) as f64) / config.rate_window_ms).exp()
-                + 1.0;
-            state.rate_t = state.rate_t.max(at_ms);
-            let stat = &mut state.stats[o];
-            stat.advance(at_ms, state.n, config, &taus);
-            stat.clicks += 1.0;
-            for p in &mut stat.pending {
-                *p += 1.0;
-            }
-            state.n += 1.0;
+            state.stats[o].click(at_ms, config, &taus);
             state.dirty = true;
         }
     }
@@ -318,16 +363,13 @@ impl Evidence {
         let config = &self.config;
         let taus = *self.delays.taus();
         let c = self.campaigns.entry(campaign.to_string()).or_default();
-        let o = c.offer(offer);
+        let o = c.offer(offer, config);
+        c.delays[o].observe(delay);
         for key in c.touch(segment, o, at_ms) {
             let state = c.keys.get_mut(&key).expect("touched");
-            // The click's own contribution has faded since it was made; so must its conversion,
-            // or slow conversions would count more than the clicks they came from.
-            let rate = state.rate / config.rate_window_ms;
-            let clicks_since = (rate * delay).min(state.n);
-            let w = fade(delay, clicks_since, config);
             let stat = &mut state.stats[o];
-            stat.advance(at_ms, state.n, config, &taus);
+            stat.advance(at_ms, config, &taus);
+            let w = stat.fade_since(delay, config);
             stat.conversions += w;
             stat.revenue += w * payout;
             state.dirty = true;
@@ -356,19 +398,16 @@ impl Evidence {
             return;
         };
         for key in segment.keys() {
-            let Some(state) = c.keys.get_mut(&key) else {
+            let Some(stat) = c.keys.get_mut(&key).and_then(|s| {
+                s.dirty = true;
+                s.stats.get_mut(o)
+            }) else {
                 continue;
             };
-            let Some(stat) = state.stats.get_mut(o) else {
-                continue;
-            };
-            let rate = state.rate / config.rate_window_ms;
-            let clicks_since = (rate * delay).min(state.n);
-            let w = fade(delay, clicks_since, config);
-            stat.advance(at_ms, state.n, config, &taus);
+            stat.advance(at_ms, config, &taus);
+            let w = stat.fade_since(delay, config);
             stat.conversions = (stat.conversions - w).max(0.0);
             stat.revenue = (stat.revenue - w * payout).max(0.0);
-            state.dirty = true;
         }
     }
 
@@ -390,8 +429,9 @@ impl Evidence {
         ) else {
             return (0.0, 0.0, 0.0);
         };
+        let weights = c.delay_weights(o, &self.delays, self.config.delay_prior_count);
         state.stats.get(o).map_or((0.0, 0.0, 0.0), |s| {
-            s.read(now_ms, state.n, &self.config, &self.delays)
+            s.read(now_ms, &self.config, self.delays.taus(), &weights)
         })
     }
 
@@ -449,10 +489,19 @@ fn campaign_tables(
         .iter()
         .map(|a| c.offer_index.get(&a.offer).copied())
         .collect();
+    let weights: Vec<[f64; SCALES]> = arm_offer
+        .iter()
+        .map(|o| match o {
+            Some(o) => c.delay_weights(*o, delays, config.delay_prior_count),
+            None => delays.weights(),
+        })
+        .collect();
     let read = |state: &KeyState, arm: usize| -> (f64, f64, f64) {
         arm_offer[arm]
             .and_then(|o| state.stats.get(o))
-            .map_or((0.0, 0.0, 0.0), |s| s.read(now_ms, state.n, config, delays))
+            .map_or((0.0, 0.0, 0.0), |s| {
+                s.read(now_ms, config, delays.taus(), &weights[arm])
+            })
     };
     let a = config.prior_conversions;
     let p = config.payout_prior_conversions;
@@ -483,6 +532,16 @@ fn campaign_tables(
     for level in 0..LEVELS {
         for &key in &c.by_level[level] {
             let state = &c.keys[&key];
+            if !full && !state.dirty {
+                // Nothing new here: fading and the parent's news reach it at the next full pass.
+                if let Some(own) = c.prior_cache.get(&key) {
+                    priors.insert(key, own.clone());
+                    if let Some(table) = c.cache.get(&key) {
+                        out.insert(key, Arc::clone(table));
+                    }
+                    continue;
+                }
+            }
             let parent: &[Prior] = if level == 0 {
                 &root_prior
             } else {
@@ -490,8 +549,13 @@ fn campaign_tables(
             };
             let mut own = Vec::with_capacity(spec.arms.len());
             let mut posteriors = Vec::with_capacity(spec.arms.len());
+            // Conversions this key's own evidence is worth (seen, or expected from its exposure
+            // at the parent's rates): below one it cannot tell the offers apart better than its
+            // parent, whose table then serves it.
+            let mut worth = 0.0;
             for (arm, prior) in parent.iter().enumerate() {
                 let (e, k, r) = read(state, arm);
+                worth += k.max(e * prior.cr);
                 let shape = k + a;
                 let rate = e + a / prior.cr;
                 let payout = (r + p * prior.payout) / (k + p);
@@ -502,10 +566,10 @@ fn campaign_tables(
                 posteriors.push(LogNormal::of_gamma(shape, rate, payout));
             }
             priors.insert(key, own);
-            let reuse = (!full && !state.dirty)
-                .then(|| c.cache.get(&key).cloned())
-                .flatten();
-            let table = reuse.unwrap_or_else(|| {
+            if level > 0 && worth < config.min_table_conversions {
+                continue;
+            }
+            let table = {
                 let best = prob_best(&posteriors);
                 let exploit = spec
                     .arms
@@ -520,7 +584,7 @@ fn campaign_tables(
                     .map(|(arm, post)| arm.weight * post.sigma)
                     .collect();
                 Arc::new(SegmentTable::new(exploit, explore, config.exploration))
-            });
+            };
             out.insert(key, table);
         }
     }
@@ -528,6 +592,7 @@ fn campaign_tables(
         state.dirty = false;
     }
     c.cache = out.clone();
+    c.prior_cache = priors;
     c.cache_arms = spec.arms.clone();
     out
 }

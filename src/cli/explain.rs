@@ -1,16 +1,26 @@
 //! `smartlink explain --campaign ID --ip IP --ua UA [--lang L]`.
+//!
+//! Shows the allocation in force: the optimiser's evidence and today's caps are rebuilt from the
+//! store the way the server rebuilds them at start, reading the file without writing to it, so
+//! it is safe beside a running server. Without a store file the shares are the weights.
 
 use std::net::IpAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Args;
 
-use crate::bandit::WeightedRandom;
+use crate::bandit::{Allocator, BanditConfig, Evidence};
+use crate::caps::CapTracker;
 use crate::classify::Classifier;
 use crate::click::ClickMacros;
-use crate::config::Settings;
-use crate::decide::{explain, DecisionInput, NoCaps};
-use crate::rules;
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Settings, StoreKind};
+use crate::decide::{explain, DecisionInput};
+use crate::learning;
+use crate::rules::{self, RuleSet};
+use crate::store::sqlite::SqliteReader;
+use crate::store::StoreError;
 use crate::visitor::{QueryParams, RequestHints};
 
 #[derive(Debug, Args)]
@@ -50,6 +60,10 @@ pub fn run(settings: &Settings, args: &ExplainArgs) -> ExitCode {
             ..RequestHints::default()
         },
     );
+    let (allocator, caps) = match learnt(settings, &rule_set) {
+        Ok(learnt) => learnt,
+        Err(e) => return super::fail([e]),
+    };
     let params = QueryParams::default();
     let explanation = explain(
         &DecisionInput {
@@ -57,8 +71,8 @@ pub fn run(settings: &Settings, args: &ExplainArgs) -> ExitCode {
             campaign,
             visitor: &visitor,
             params: &params,
-            availability: &NoCaps,
-            policy: &WeightedRandom,
+            availability: caps.as_ref(),
+            policy: &allocator,
         },
         |target, offer| {
             target.render(&ClickMacros {
@@ -80,4 +94,35 @@ pub fn run(settings: &Settings, args: &ExplainArgs) -> ExitCode {
         }
         Err(e) => super::fail([e]),
     }
+}
+
+/// The allocation and caps in force, from the store's history.
+fn learnt(
+    settings: &Settings,
+    rule_set: &RuleSet,
+) -> Result<(Allocator, Arc<CapTracker>), StoreError> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let now_ms = clock.now_ms();
+    let caps = Arc::new(CapTracker::new(clock));
+    let allocator = Allocator::new();
+    let store = &settings.config.store;
+    // Other stores are not readable from here yet: the weights stand.
+    if store.kind != StoreKind::Sqlite {
+        return Ok((allocator, caps));
+    }
+    let Some(reader) = SqliteReader::open_existing(&store.path)? else {
+        return Ok((allocator, caps));
+    };
+    for (offer, at_ms) in reader.approved_since(now_ms - crate::app::CAP_HISTORY_MS)? {
+        caps.approved(&offer, at_ms);
+    }
+    let mut evidence = Evidence::new(BanditConfig::default());
+    let since = now_ms - learning::REPLAY_WINDOW_MS;
+    learning::replay(
+        &mut evidence,
+        |after| reader.evidence_page(since, now_ms, after, learning::REPLAY_PAGE),
+        || true,
+    )?;
+    allocator.publish(evidence.recompute(&learning::specs(rule_set, caps.as_ref()), now_ms));
+    Ok((allocator, caps))
 }

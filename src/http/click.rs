@@ -8,7 +8,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 
 use crate::click::{click_cost, external_id, parse_params, ClickMacros};
 use crate::client_ip;
-use crate::decide::{decide, DecisionInput};
+use crate::decide::{decide, DecisionInput, Route};
 use crate::http::error::json_error;
 use crate::http::AppState;
 use crate::rules::RedirectKind;
@@ -96,6 +96,11 @@ pub async fn click(
     state.metrics.decision_latency.observe(started.elapsed());
     state.metrics.redirect(decision.route);
 
+    if !is_head && decision.route == Route::Fallback {
+        if let Some(offer) = offer_id {
+            state.learning.click(&campaign.id, offer, &visitor, now_ms);
+        }
+    }
     if !is_head {
         let stored_ip = if state.settings.config.anonymize_ip {
             client_ip::anonymize(ip)
@@ -128,7 +133,7 @@ pub async fn click(
         state.metrics.store_latency.observe(handed_over.elapsed());
     }
     let mut response = redirect(campaign.redirect, &location);
-    if !is_head && decision.route != crate::decide::Route::Bot {
+    if !is_head && decision.route != Route::Bot {
         if let Ok(value) = click_cookie(
             &req,
             &click_id,

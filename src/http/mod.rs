@@ -18,6 +18,7 @@ use crate::classify::Classifier;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::deliver::Deliverer;
+use crate::learning::Feed;
 use crate::metrics::Metrics;
 use crate::rules::RuleSet;
 use crate::store::Store;
@@ -28,7 +29,10 @@ pub struct AppState {
     pub rules: Arc<ArcSwap<RuleSet>>,
     pub classifier: Arc<Classifier>,
     pub store: Arc<dyn Store>,
+    /// Samples the allocation tables the learner publishes.
     pub policy: Arc<dyn FallbackPolicy>,
+    /// Evidence for the learner: residual clicks and their conversions.
+    pub learning: Feed,
     pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
     /// Daily cap counts, read by every decision.

@@ -9,6 +9,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 
 use crate::conversion::{Change, ConversionKey, ConversionStatus};
+use crate::decide::Route;
 use crate::http::click::CLICK_COOKIE;
 use crate::http::error::json_error;
 use crate::http::AppState;
@@ -248,6 +249,16 @@ async fn process(
         .map_err(store_unavailable)?;
     if let Some(offer) = &click.offer {
         count_towards_caps(state, offer, &change, now);
+        if click.route == Route::Fallback {
+            state.learning.conversion(
+                &click.campaign,
+                offer,
+                &click.visitor,
+                click.ts_ms,
+                &change,
+                now,
+            );
+        }
     }
     if !matches!(change, Change::Duplicate) {
         if let Some(deliverer) = &state.deliverer {

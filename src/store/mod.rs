@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 /// own type, so the server passes it straight through.
 pub use crate::config::Durability;
 
+use crate::bandit::Segment;
 use crate::conversion::{Change, ConversionKey, ConversionStatus};
 use crate::decide::Route;
 use crate::money::Money;
@@ -144,6 +145,42 @@ pub struct OfferTotals {
     pub pending_revenue: Money,
 }
 
+/// A fallback-routed click as the optimiser learns from it (SPEC §8).
+#[derive(Clone, Debug, PartialEq)]
+pub struct EvidenceClick {
+    pub campaign: String,
+    pub offer: String,
+    pub segment: Segment,
+    pub ts_ms: i64,
+}
+
+/// A currently approved conversion of a fallback-routed click.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EvidenceConversion {
+    pub click: EvidenceClick,
+    /// What the identity counts for now, in base currency (adjustments netted).
+    pub payout: Money,
+    /// When it was approved.
+    pub approved_ms: i64,
+}
+
+/// Where the next page of `Store::evidence_page` starts: after this click.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EvidenceCursor {
+    pub ts_ms: i64,
+    pub id: String,
+}
+
+/// One page of the optimiser's history, each list in time order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EvidencePage {
+    pub clicks: Vec<EvidenceClick>,
+    /// Approvals that fall in this page's span of time (see `Store::evidence_page`).
+    pub conversions: Vec<EvidenceConversion>,
+    /// `None` on the last page.
+    pub next: Option<EvidenceCursor>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store unavailable: {0}")]
@@ -215,6 +252,21 @@ pub trait Store: Send + Sync + 'static {
     /// Approved conversions whose approval happened at or after `since_ms`: (offer id of their
     /// click, approval time ms). Used at start to rebuild daily cap counters.
     async fn approved_since(&self, since_ms: i64) -> Result<Vec<(String, i64)>, StoreError>;
+
+    /// One page of what the fallback optimiser learns from, to rebuild it at start: clicks routed
+    /// to a fallback offer made in [since_ms, until_ms), in (time, id) order after `after`, at
+    /// most `limit`; and the currently approved conversions of clicks made since `since_ms` that
+    /// were approved before `until_ms`, within the page's span: after the time of `after` (from
+    /// the beginning when `None`) up to and including the time of the page's last click (to
+    /// `until_ms` on the last page). Paging until `next` is `None` yields every such click and
+    /// conversion exactly once, and merging each page's two lists by time replays them in order.
+    async fn evidence_page(
+        &self,
+        since_ms: i64,
+        until_ms: i64,
+        after: Option<EvidenceCursor>,
+        limit: usize,
+    ) -> Result<EvidencePage, StoreError>;
 
     /// Per-offer totals of clicks whose time is in [from_ms, to_ms), optionally of one campaign.
     /// Conversions count against their click's time (SPEC §12). Offer None = clicks that went to

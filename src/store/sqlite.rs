@@ -42,9 +42,12 @@ use tokio::sync::oneshot;
 use super::codec;
 use super::{
     ClickRecord, ConversionReport, Delivery, DeliveryAttempt, DeliveryPlan, DeliveryState,
-    Durability, NewDelivery, OfferTotals, Store, StoreError, StoreStats,
+    Durability, EvidenceClick, EvidenceConversion, EvidenceCursor, EvidencePage, NewDelivery,
+    OfferTotals, Store, StoreError, StoreStats,
 };
+use crate::bandit::Segment;
 use crate::conversion::{self, Change, ConversionState, ConversionStatus};
+use crate::decide::Route;
 use crate::money::Money;
 use crate::visitor::Visitor;
 
@@ -585,25 +588,18 @@ impl Store for SqliteStore {
     }
 
     async fn approved_since(&self, since_ms: i64) -> Result<Vec<(String, i64)>, StoreError> {
-        self.read(move |conn| {
-            let mut query = conn.prepare_cached(
-                "SELECT n.name, v.approved_ms
-                 FROM conversions v
-                 JOIN clicks c ON c.id = v.click_id
-                 JOIN names n ON n.id = c.offer
-                 WHERE v.approved_ms >= ?1 AND v.status = ?2
-                 ORDER BY v.approved_ms",
-            )?;
-            let rows = query.query_map(
-                params![
-                    since_ms,
-                    codec::conversion_status_code(ConversionStatus::Approved)
-                ],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )?;
-            rows.collect()
-        })
-        .await
+        self.read(move |conn| approved_since(conn, since_ms)).await
+    }
+
+    async fn evidence_page(
+        &self,
+        since_ms: i64,
+        until_ms: i64,
+        after: Option<EvidenceCursor>,
+        limit: usize,
+    ) -> Result<EvidencePage, StoreError> {
+        self.read(move |conn| evidence_page(conn, since_ms, until_ms, after.as_ref(), limit))
+            .await
     }
 
     async fn offer_totals(
@@ -888,6 +884,180 @@ fn click_from_row(row: &Row<'_>) -> rusqlite::Result<ClickRecord> {
         ip,
         params: codec::decode_params(params.as_deref()),
     })
+}
+
+fn approved_since(conn: &Connection, since_ms: i64) -> rusqlite::Result<Vec<(String, i64)>> {
+    let mut query = conn.prepare_cached(
+        "SELECT n.name, v.approved_ms
+         FROM conversions v
+         JOIN clicks c ON c.id = v.click_id
+         JOIN names n ON n.id = c.offer
+         WHERE v.approved_ms >= ?1 AND v.status = ?2
+         ORDER BY v.approved_ms",
+    )?;
+    let rows = query.query_map(
+        params![
+            since_ms,
+            codec::conversion_status_code(ConversionStatus::Approved)
+        ],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
+    rows.collect()
+}
+
+/// `Store::evidence_page` on one connection. Clicks are read in the order of `clicks_by_ts`
+/// (whose entries carry the id, the table's key), so paging by (time, id) never sorts.
+fn evidence_page(
+    conn: &Connection,
+    since_ms: i64,
+    until_ms: i64,
+    after: Option<&EvidenceCursor>,
+    limit: usize,
+) -> rusqlite::Result<EvidencePage> {
+    let limit = limit.max(1);
+    let fallback = codec::route_code(Route::Fallback);
+    // Every id is longer than "", so the first page starts at `since_ms` itself.
+    let (after_ts, after_id) = after.map_or((since_ms, ""), |c| (c.ts_ms, c.id.as_str()));
+    let mut query = conn.prepare_cached(
+        "SELECT c.id, c.ts, cam.name, ofr.name, c.country, c.device, c.os, car.name
+         FROM clicks c
+         JOIN names cam ON cam.id = c.campaign
+         JOIN names ofr ON ofr.id = c.offer
+         LEFT JOIN names car ON car.id = c.carrier
+         WHERE c.ts >= ?1 AND (c.ts > ?1 OR c.id > ?2) AND c.ts < ?3 AND c.route = ?4
+         ORDER BY c.ts, c.id
+         LIMIT ?5",
+    )?;
+    let mut rows = query.query(params![
+        after_ts,
+        after_id,
+        until_ms,
+        fallback,
+        i64::try_from(limit).unwrap_or(i64::MAX)
+    ])?;
+    let mut clicks = Vec::with_capacity(limit.min(4096));
+    let mut last_id = String::new();
+    while let Some(row) = rows.next()? {
+        last_id = row.get(0)?;
+        clicks.push(evidence_click(row, 1)?);
+    }
+    let next = (clicks.len() == limit).then(|| EvidenceCursor {
+        ts_ms: clicks.last().map_or(until_ms, |c| c.ts_ms),
+        id: last_id,
+    });
+    // Approvals in (time of `after`, time of the last click], or up to `until_ms` on the last
+    // page: consecutive pages share a boundary, so each approval lands in exactly one.
+    let from = after.map_or(i64::MIN, |c| c.ts_ms);
+    let to = next.as_ref().map_or(until_ms - 1, |c| c.ts_ms);
+    let mut query = conn.prepare_cached(
+        "SELECT c.ts, cam.name, ofr.name, c.country, c.device, c.os, car.name, v.payout,
+                v.approved_ms
+         FROM conversions v
+         JOIN clicks c ON c.id = v.click_id
+         JOIN names cam ON cam.id = c.campaign
+         JOIN names ofr ON ofr.id = c.offer
+         LEFT JOIN names car ON car.id = c.carrier
+         WHERE v.approved_ms > ?1 AND v.approved_ms <= ?2 AND v.status = ?3
+           AND v.click_ts >= ?4 AND c.route = ?5
+         ORDER BY v.approved_ms",
+    )?;
+    let rows = query.query_map(
+        params![
+            from,
+            to,
+            codec::conversion_status_code(ConversionStatus::Approved),
+            since_ms,
+            fallback
+        ],
+        |row| {
+            Ok(EvidenceConversion {
+                click: evidence_click(row, 0)?,
+                payout: Money::from_micros(row.get(7)?),
+                approved_ms: row.get(8)?,
+            })
+        },
+    )?;
+    let conversions = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(EvidencePage {
+        clicks,
+        conversions,
+        next,
+    })
+}
+
+/// The click columns `ts, campaign, offer, country, device, os, carrier` from `first` on.
+fn evidence_click(row: &Row<'_>, first: usize) -> rusqlite::Result<EvidenceClick> {
+    let code = |idx: usize| row.get::<_, i64>(idx);
+    let device = code(first + 4)?;
+    let os = code(first + 5)?;
+    Ok(EvidenceClick {
+        ts_ms: row.get(first)?,
+        campaign: row.get(first + 1)?,
+        offer: row.get(first + 2)?,
+        segment: Segment {
+            country: row.get(first + 3)?,
+            device: codec::device_from_code(device)
+                .ok_or(rusqlite::Error::IntegralValueOutOfRange(first + 4, device))?,
+            os: codec::os_from_code(os)
+                .ok_or(rusqlite::Error::IntegralValueOutOfRange(first + 5, os))?,
+            carrier: row.get(first + 6)?,
+        },
+    })
+}
+
+/// Reads an existing store file without writing to it (for `smartlink explain` beside a running
+/// server): never creates the file, never migrates or prunes it.
+pub struct SqliteReader {
+    conn: Connection,
+}
+
+impl SqliteReader {
+    /// `None` when there is no file at `path` (nothing recorded yet).
+    pub fn open_existing(path: &Path) -> Result<Option<SqliteReader>, StoreError> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let fail = |err: String| {
+            StoreError::Unavailable(format!(
+                "cannot read SQLite store {}: {err}",
+                path.display()
+            ))
+        };
+        let readers = Readers {
+            path: path.to_owned(),
+            idle: Mutex::new(Vec::new()),
+        };
+        let conn = readers.open().map_err(|e| fail(e.to_string()))?;
+        let application: i32 = conn
+            .pragma_query_value(None, "application_id", |row| row.get(0))
+            .map_err(|e| fail(e.to_string()))?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(|e| fail(e.to_string()))?;
+        if application != APPLICATION_ID || version != SCHEMA_VERSION {
+            return Err(fail(format!(
+                "not a smartlink database of schema version {SCHEMA_VERSION} (application_id \
+                 {application:#x}, version {version}); start the server once to migrate it"
+            )));
+        }
+        Ok(Some(SqliteReader { conn }))
+    }
+
+    /// `Store::approved_since`.
+    pub fn approved_since(&self, since_ms: i64) -> Result<Vec<(String, i64)>, StoreError> {
+        approved_since(&self.conn, since_ms).map_err(store_error)
+    }
+
+    /// `Store::evidence_page`.
+    pub fn evidence_page(
+        &self,
+        since_ms: i64,
+        until_ms: i64,
+        after: Option<EvidenceCursor>,
+        limit: usize,
+    ) -> Result<EvidencePage, StoreError> {
+        evidence_page(&self.conn, since_ms, until_ms, after.as_ref(), limit).map_err(store_error)
+    }
 }
 
 const SELECT_DELIVERY: &str = "
@@ -2524,6 +2694,146 @@ mod tests {
             store.approved_since(since).await.unwrap(),
             vec![("a".to_string(), since), ("c".to_string(), since + 20)]
         );
+    }
+
+    /// Every page of `evidence_page` with `limit`, checking that each page's approvals fall in
+    /// its span of time.
+    async fn evidence_pages(
+        store: &SqliteStore,
+        since: i64,
+        until: i64,
+        limit: usize,
+    ) -> (Vec<EvidenceClick>, Vec<EvidenceConversion>, usize) {
+        let (mut clicks, mut conversions, mut pages) = (Vec::new(), Vec::new(), 0);
+        let mut after: Option<EvidenceCursor> = None;
+        loop {
+            let page = store
+                .evidence_page(since, until, after.clone(), limit)
+                .await
+                .unwrap();
+            pages += 1;
+            assert!(page.clicks.len() <= limit);
+            let from = after.as_ref().map_or(i64::MIN, |c| c.ts_ms);
+            let to = page.next.as_ref().map_or(until - 1, |c| c.ts_ms);
+            for conversion in &page.conversions {
+                assert!(
+                    conversion.approved_ms > from && conversion.approved_ms <= to,
+                    "{conversion:?} outside ({from}, {to}]"
+                );
+            }
+            clicks.extend(page.clicks);
+            conversions.extend(page.conversions);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return (clicks, conversions, pages),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn evidence_pages_hold_each_residual_click_and_current_approval_once_in_time_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir, Durability::Batched);
+        let base = now_ms() - 3_600_000;
+        let (since, until) = (base, base + 1_000);
+        // Pairs of clicks share a millisecond, so pages also end between two clicks of one time.
+        let mut residual = Vec::new();
+        for i in 0..25 {
+            let mut click = click_at(base + (i / 2) * 10);
+            click.offer = Some(if i % 2 == 0 { "a" } else { "b" }.into());
+            click.visitor.carrier = (i % 3 == 0).then(|| "Verizon".to_string());
+            store.record_click(click.clone()).await.unwrap();
+            residual.push(click);
+        }
+        let mut others = Vec::new();
+        for (route, offer, ts) in [
+            (Route::Primary, Some("a"), base + 5),
+            (Route::Backlink, None, base + 6),
+            (Route::Bot, None, base + 7),
+            (Route::Fallback, Some("a"), base - 1),
+            (Route::Fallback, Some("a"), until),
+        ] {
+            let mut click = click_at(ts);
+            click.route = route;
+            click.offer = offer.map(str::to_string);
+            store.record_click(click.clone()).await.unwrap();
+            others.push(click);
+        }
+        let record = |click: &ClickRecord, txid: &str, status, payout: &str, ts_ms| {
+            store.record_conversion(report_at(click, txid, status, payout, ts_ms), no_delivery())
+        };
+        record(&residual[3], "tx", Approved, "2", base + 35)
+            .await
+            .unwrap();
+        record(&residual[3], "tx2", Pending, "2", base + 36)
+            .await
+            .unwrap();
+        record(&residual[10], "tx", Approved, "1", base + 105)
+            .await
+            .unwrap();
+        record(&residual[10], "tx", Chargeback, "0", base + 200)
+            .await
+            .unwrap();
+        record(&residual[20], "tx", Pending, "3", base + 150)
+            .await
+            .unwrap();
+        record(&residual[20], "tx", Approved, "3", base + 205)
+            .await
+            .unwrap();
+        record(&residual[20], "tx", Approved, "-0.5", base + 300)
+            .await
+            .unwrap();
+        record(&residual[24], "tx", Approved, "1", until)
+            .await
+            .unwrap();
+        record(&others[0], "tx", Approved, "1", base + 50)
+            .await
+            .unwrap();
+        record(&others[3], "tx", Approved, "1", base + 50)
+            .await
+            .unwrap();
+
+        for limit in [3, 4, 25, 1000] {
+            let (clicks, conversions, pages) = evidence_pages(&store, since, until, limit).await;
+            assert_eq!(pages, 25 / limit + 1, "limit {limit}");
+            let expected: Vec<EvidenceClick> = residual
+                .iter()
+                .map(|c| EvidenceClick {
+                    campaign: c.campaign.clone(),
+                    offer: c.offer.clone().unwrap(),
+                    segment: Segment::of(&c.visitor),
+                    ts_ms: c.ts_ms,
+                })
+                .collect();
+            let mut sorted = clicks.clone();
+            sorted.sort_by_key(|c| c.ts_ms);
+            assert_eq!(clicks, sorted, "time order, limit {limit}");
+            let mut got = clicks.clone();
+            let key = |c: &EvidenceClick| (c.ts_ms, c.offer.clone());
+            got.sort_by_key(key);
+            let mut want = expected.clone();
+            want.sort_by_key(key);
+            assert_eq!(got, want, "limit {limit}");
+            let approvals: Vec<(i64, &str, i64, Money)> = conversions
+                .iter()
+                .map(|c| {
+                    (
+                        c.click.ts_ms,
+                        c.click.offer.as_str(),
+                        c.approved_ms,
+                        c.payout,
+                    )
+                })
+                .collect();
+            assert_eq!(
+                approvals,
+                vec![
+                    (residual[3].ts_ms, "b", base + 35, money("2")),
+                    (residual[20].ts_ms, "a", base + 205, money("2.5")),
+                ],
+                "limit {limit}"
+            );
+        }
     }
 
     #[tokio::test]

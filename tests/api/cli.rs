@@ -36,11 +36,17 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// Settings with `rules` and a store of the test's own (`explain` reads the store's history, so
+/// the default `var/` of the working directory must not leak in).
 fn config_for(dir: &Path, rules: &Path) -> std::path::PathBuf {
     let path = dir.join("smartlink.toml");
     std::fs::write(
         &path,
-        format!("rules_dir = {:?}\n", rules.to_str().unwrap()),
+        format!(
+            "rules_dir = {:?}\n[store]\npath = {:?}\n",
+            rules.to_str().unwrap(),
+            dir.join("var/smartlink.db").to_str().unwrap()
+        ),
     )
     .unwrap();
     path
@@ -225,6 +231,8 @@ fn explain_shows_the_primary_verdicts_fallback_shares_and_decision() {
         .as_str()
         .unwrap()
         .starts_with("https://dating.example/go?"));
+    // Without a store the shares are the weights, and explain creates none.
+    assert!(!dir.path().join("var").exists());
 }
 
 #[test]

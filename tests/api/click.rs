@@ -144,7 +144,9 @@ async fn a_paused_primary_offer_makes_its_traffic_residual() {
 
 #[tokio::test]
 async fn residual_traffic_splits_in_proportion_to_the_weights() {
-    let app = spawn_app().await;
+    // Before the optimiser has evidence the split is the weights; an hour between refreshes keeps
+    // this test's own clicks from becoming evidence (tests/api/learning.rs covers what follows).
+    let app = spawn_app_with(|c| c.bandit.refresh_ms = 3_600_000).await;
     let mut dating = 0;
     let total = 1500;
     for _ in 0..total {

@@ -3,6 +3,7 @@
 mod cli;
 mod click;
 mod helpers;
+mod learning;
 mod operations;
 mod postback;
 mod rules_reload;

@@ -192,6 +192,8 @@ async fn each_error_has_its_code_and_changes_nothing() {
         );
         assert!(body["message"].is_string());
     }
+    // No report was committed, so nothing forced the click out of the batched queue yet.
+    app.store.flush().await.unwrap();
     assert_eq!(row(&app.report().await, "dating-global")["conversions"], 0);
 }
 

@@ -10,7 +10,7 @@ pub mod policies;
 pub mod scenario;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashSet};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 
 use rand::rngs::StdRng;
@@ -135,11 +135,33 @@ impl World {
         let offers = &scenario.offer;
         let mut cr = vec![0.0; segments.len() * offers.len()];
         let mut allowed = vec![true; segments.len() * offers.len()];
+        // Factors per (offer, dimension, value), drawn on first use in segment order so that the
+        // world depends on the seed alone.
+        let mut factors: HashMap<(usize, u8, String), f64> = HashMap::new();
         for (s, (segment, _)) in segments.iter().enumerate() {
             for (o, offer) in offers.iter().enumerate() {
                 let mut rate = offer.cr;
                 if offer.cr_spread > 0.0 {
                     rate *= (offer.cr_spread * policies::normal(&mut rng)).exp();
+                }
+                let values = [
+                    (
+                        offer.country_spread,
+                        segment.country.clone().unwrap_or_default(),
+                    ),
+                    (offer.device_spread, segment.device.as_str().to_string()),
+                    (offer.os_spread, segment.os.as_str().to_string()),
+                    (
+                        offer.carrier_spread,
+                        segment.carrier.clone().unwrap_or_default(),
+                    ),
+                ];
+                for (dim, (spread, value)) in values.into_iter().enumerate() {
+                    if spread > 0.0 {
+                        rate *= *factors
+                            .entry((o, dim as u8, value))
+                            .or_insert_with(|| (spread * policies::normal(&mut rng)).exp());
+                    }
                 }
                 for by in &offer.cr_by {
                     let hit = by

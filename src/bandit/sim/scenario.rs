@@ -39,6 +39,10 @@
 //! prior_payout = 2.0             # configured payout the bandit starts from (default: payout)
 //! cr = 0.02                      # base true conversion rate
 //! cr_spread = 0.5                # sigma of a log-normal per-segment factor on cr
+//! country_spread = 0.6           # sigmas of log-normal factors per (offer, country),
+//! device_spread = 0.4            # (offer, device), (offer, os), (offer, carrier): shared by
+//! os_spread = 0.3                # every segment with that value, as real offers depend on
+//! carrier_spread = 0.3           # GEO and device more than on anything else
 //! countries = ["US"]             # optional: only these countries are eligible
 //! from_click = 0                 # optional: the offer is added at this click
 //! delay = { kind = "fixed", median_s = 5.0 }   # optional
@@ -168,6 +172,16 @@ pub struct OfferSpec {
     pub cr: f64,
     #[serde(default)]
     pub cr_spread: f64,
+    /// Sigmas of log-normal factors drawn once per (offer, country), (offer, device), ...: how
+    /// much the offer's rate depends on each dimension, shared by every segment with that value.
+    #[serde(default)]
+    pub country_spread: f64,
+    #[serde(default)]
+    pub device_spread: f64,
+    #[serde(default)]
+    pub os_spread: f64,
+    #[serde(default)]
+    pub carrier_spread: f64,
     #[serde(default)]
     pub countries: Vec<String>,
     #[serde(default)]
@@ -278,8 +292,16 @@ impl Scenario {
             if !(0.0..=1.0).contains(&o.cr) {
                 return Err(format!("offer[{i}].cr: must be within 0..=1, got {}", o.cr));
             }
-            if !(o.cr_spread >= 0.0 && o.cr_spread.is_finite()) {
-                return Err(format!("offer[{i}].cr_spread: must be ≥ 0"));
+            for (name, v) in [
+                ("cr_spread", o.cr_spread),
+                ("country_spread", o.country_spread),
+                ("device_spread", o.device_spread),
+                ("os_spread", o.os_spread),
+                ("carrier_spread", o.carrier_spread),
+            ] {
+                if !(v >= 0.0 && v.is_finite()) {
+                    return Err(format!("offer[{i}].{name}: must be ≥ 0"));
+                }
             }
             if let Some(d) = &o.delay {
                 d.validate(&format!("offer[{i}].delay"))?;
