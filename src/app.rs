@@ -85,6 +85,10 @@ impl Application {
                 allocator: allocator.clone(),
                 metrics: metrics.clone(),
                 refresh: std::time::Duration::from_millis(config.bandit.refresh_ms),
+                payout: {
+                    let settings = settings.clone();
+                    Arc::new(move |offer| settings.payout_in_base(offer).to_f64())
+                },
             },
             Some(history(&store, clock.now_ms())),
         )

@@ -298,6 +298,14 @@ impl Settings {
     }
 
     /// Units of base currency per unit of `code`; the base currency itself is 1.
+    /// An offer's configured payout in base currency; unconverted when its currency has no
+    /// rate (validation warns about that).
+    pub fn payout_in_base(&self, offer: &crate::rules::Offer) -> crate::money::Money {
+        self.currency_rate(&offer.currency)
+            .and_then(|rate| offer.payout.convert(rate))
+            .unwrap_or(offer.payout)
+    }
+
     pub fn currency_rate(&self, code: &str) -> Option<f64> {
         if code.eq_ignore_ascii_case(&self.config.base_currency) {
             return Some(1.0);

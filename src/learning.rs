@@ -25,7 +25,7 @@ use crate::clock::Clock;
 use crate::conversion::{Change, ConversionStatus};
 use crate::decide::OfferAvailability;
 use crate::metrics::Metrics;
-use crate::rules::RuleSet;
+use crate::rules::{Offer, RuleSet};
 use crate::store::{EvidenceClick, EvidenceCursor, EvidencePage, StoreError};
 use crate::visitor::Visitor;
 
@@ -81,6 +81,15 @@ pub enum Event {
         click_ms: i64,
         at_ms: i64,
     },
+    /// An approval still in force whose amount changed by `delta`.
+    Adjustment {
+        campaign: String,
+        offer: String,
+        segment: Segment,
+        delta: f64,
+        click_ms: i64,
+        at_ms: i64,
+    },
 }
 
 enum Message {
@@ -114,6 +123,14 @@ impl Event {
                 click_ms,
                 at_ms,
             } => evidence.record_reversal(&campaign, &offer, &segment, payout, click_ms, at_ms),
+            Event::Adjustment {
+                campaign,
+                offer,
+                segment,
+                delta,
+                click_ms,
+                at_ms,
+            } => evidence.record_adjustment(&campaign, &offer, &segment, delta, click_ms, at_ms),
         }
     }
 }
@@ -123,8 +140,10 @@ impl Event {
 pub enum Outcome {
     /// Newly approved, worth this much.
     Approved(f64),
-    /// This much of an approval taken back.
+    /// An approval taken back, with what it was worth.
     Reversed(f64),
+    /// An approval still in force, now worth this much more (less when negative).
+    Adjusted(f64),
 }
 
 /// Only approved revenue is evidence: a pending conversion may still be rejected, and a
@@ -143,9 +162,10 @@ pub fn outcome(change: &Change) -> Option<Outcome> {
                 // The conversion goes, with whatever it was worth.
                 (true, false) => Some(Outcome::Reversed(before.payout.to_f64().max(0.0))),
                 (true, true) => {
-                    // A negative amount netted into the approval (`conversion::apply`).
-                    let taken = (before.payout - after.payout).to_f64();
-                    (taken > 0.0).then_some(Outcome::Reversed(taken))
+                    // A negative amount netted into the approval (`conversion::apply`): still
+                    // one conversion, as a replay from the store will count it.
+                    let delta = (after.payout - before.payout).to_f64();
+                    (delta != 0.0).then_some(Outcome::Adjusted(delta))
                 }
                 (false, false) => None,
             }
@@ -207,6 +227,14 @@ impl Feed {
                 click_ms,
                 at_ms,
             },
+            Outcome::Adjusted(delta) => Event::Adjustment {
+                campaign,
+                offer,
+                segment,
+                delta,
+                click_ms,
+                at_ms,
+            },
         });
     }
 
@@ -236,7 +264,12 @@ pub struct Inputs {
     pub allocator: Arc<Allocator>,
     pub metrics: Arc<Metrics>,
     pub refresh: Duration,
+    /// An offer's configured payout in base currency: the prior of its payout per conversion.
+    pub payout: PayoutInBase,
 }
+
+/// See `Inputs::payout`.
+pub type PayoutInBase = Arc<dyn Fn(&Offer) -> f64 + Send + Sync>;
 
 /// The running learner; dropping it stops the thread without waiting for it.
 pub struct Learner {
@@ -398,7 +431,11 @@ impl Worker {
     /// Recomputes and publishes the tables, unless nothing changed lately.
     fn refresh(&mut self, force: bool) {
         let rules = self.inputs.rules.load();
-        let specs = specs(&rules, self.inputs.availability.as_ref());
+        let specs = specs(
+            &rules,
+            self.inputs.availability.as_ref(),
+            self.inputs.payout.as_ref(),
+        );
         let now_ms = self.inputs.clock.now_ms();
         if !force
             && self.news == 0
@@ -427,13 +464,24 @@ impl Worker {
 
 /// Every campaign's fallbacks that are available now (not paused, not capped), by campaign id
 /// (so that an unchanged rule set compares equal).
-pub fn specs(rules: &RuleSet, availability: &dyn OfferAvailability) -> Vec<CampaignSpec> {
+pub fn specs(
+    rules: &RuleSet,
+    availability: &dyn OfferAvailability,
+    payout: &dyn Fn(&Offer) -> f64,
+) -> Vec<CampaignSpec> {
     let mut specs: Vec<CampaignSpec> = rules
         .campaigns
         .values()
         .filter(|campaign| !campaign.fallback.is_empty())
         .map(|campaign| {
-            CampaignSpec::from_rules(campaign, rules, |offer| !availability.is_capped(offer))
+            let mut spec =
+                CampaignSpec::from_rules(campaign, rules, |offer| !availability.is_capped(offer));
+            for arm in &mut spec.arms {
+                if let Some(offer) = rules.offer(&arm.offer) {
+                    arm.payout = payout(offer);
+                }
+            }
+            spec
         })
         .collect();
     specs.sort_by(|a, b| a.id.cmp(&b.id));
@@ -615,7 +663,7 @@ weight = 1.0
             ),
             (
                 updated(state(Approved, "2"), state(Approved, "1.5")),
-                Some(Outcome::Reversed(0.5)),
+                Some(Outcome::Adjusted(-0.5)),
             ),
             (
                 updated(state(Approved, "0"), state(Rejected, "0")),
@@ -631,10 +679,10 @@ weight = 1.0
     #[test]
     fn specs_leave_out_capped_and_paused_offers() {
         let rules = rules();
-        let all = specs(&rules, &Capped(&[]));
+        let all = specs(&rules, &Capped(&[]), &|o| o.payout.to_f64());
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].arms.len(), 2);
-        let capped = specs(&rules, &Capped(&["a"]));
+        let capped = specs(&rules, &Capped(&["a"]), &|o| o.payout.to_f64());
         assert_eq!(capped[0].arms.len(), 1);
         assert_eq!(capped[0].arms[0].offer, "b");
     }
@@ -766,6 +814,7 @@ weight = 1.0
                 allocator: allocator.clone(),
                 metrics: metrics.clone(),
                 refresh: Duration::from_millis(10),
+                payout: Arc::new(|o: &Offer| o.payout.to_f64()),
             },
             allocator,
             metrics,

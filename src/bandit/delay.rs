@@ -44,7 +44,13 @@ impl DelayModel {
 
     /// Learns from one observed click → conversion delay.
     pub fn observe(&mut self, delay_ms: f64) {
-        let keep = 1.0 - 1.0 / self.memory;
+        self.observe_weighted(delay_ms, 1.0);
+    }
+
+    /// Learns from one observed delay that stands for `weight` conversions: a long delay seen
+    /// while few clicks are that old stands for the many like it that cannot have arrived yet.
+    pub fn observe_weighted(&mut self, delay_ms: f64, weight: f64) {
+        let keep = (1.0 - 1.0 / self.memory).powf(weight);
         for c in &mut self.counts {
             *c *= keep;
         }
@@ -58,7 +64,7 @@ impl DelayModel {
                 da.total_cmp(&db)
             })
             .unwrap_or(0);
-        self.counts[nearest] += 1.0;
+        self.counts[nearest] += weight;
     }
 
     /// Mixing weights, summing to 1.

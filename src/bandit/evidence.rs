@@ -22,7 +22,7 @@ use std::sync::Arc;
 use super::allocator::{Arm, CampaignTable, SegmentTable, Tables};
 use super::delay::{DelayModel, SCALES};
 use super::posterior::{prob_best, LogNormal};
-use super::segment::{Segment, LEVELS};
+use super::segment::{Segment, LEVELS, MARGINALS};
 use crate::rules::{Campaign, Offer, RuleSet};
 
 /// A hasher without per-process random keys, so iteration order (and therefore every float sum
@@ -225,6 +225,9 @@ impl Stat {
     }
 }
 
+/// Largest weight one observed delay gets for the delays not seen yet.
+const MAX_DELAY_WEIGHT: f64 = 10.0;
+
 fn fade(dt: f64, dn: f64, config: &BanditConfig) -> f64 {
     (-(dt / config.time_half_life_ms + dn / config.click_half_life) * std::f64::consts::LN_2).exp()
 }
@@ -232,6 +235,9 @@ fn fade(dt: f64, dn: f64, config: &BanditConfig) -> f64 {
 #[derive(Clone, Debug)]
 struct KeyState {
     parent: u64,
+    /// The marginal key of the dimension this level adds (device at level 2, OS at 3, carrier
+    /// at 4), whose lift over the whole campaign sharpens the parent's estimate into a prior.
+    marginal: Option<u64>,
     /// Own evidence since the last recomputation.
     dirty: bool,
     /// Indexed by the campaign's offer index.
@@ -245,6 +251,8 @@ struct CampaignEvidence {
     /// Per offer: its own delay model; the global one is its prior, so an offer with few
     /// conversions borrows the shape every offer shows and one with many gets its own.
     delays: Vec<DelayModel>,
+    /// Per offer: time of its first click, to correct delays for the ones not seen yet.
+    first_click_ms: Vec<i64>,
     keys: Map<u64, KeyState>,
     /// Keys per level in first-seen order, for a deterministic top-down pass.
     by_level: [Vec<u64>; LEVELS],
@@ -261,6 +269,7 @@ impl CampaignEvidence {
             return i;
         }
         self.offers.push(offer.to_string());
+        self.first_click_ms.push(i64::MAX);
         self.delays.push(DelayModel::new(
             config.delay_min_ms,
             config.delay_max_ms,
@@ -272,15 +281,26 @@ impl CampaignEvidence {
         self.offers.len() - 1
     }
 
-    /// The key states of `segment`'s levels, created as needed.
-    fn touch(&mut self, segment: &Segment, offer: usize, at_ms: i64) -> [u64; LEVELS] {
+    /// The key states of `segment`'s levels and marginals, created as needed.
+    fn touch(&mut self, segment: &Segment, offer: usize, at_ms: i64) -> [u64; LEVELS + MARGINALS] {
         let keys = segment.keys();
-        for level in 0..LEVELS {
-            let key = keys[level];
+        let marginals = segment.marginal_keys();
+        let mut all = [0u64; LEVELS + MARGINALS];
+        for (slot, level) in all.iter_mut().zip(0..LEVELS + MARGINALS) {
+            let (key, parent, marginal) = if level < LEVELS {
+                let marginal = (level >= 2).then(|| marginals[level - 2]);
+                (keys[level], keys[level.saturating_sub(1)], marginal)
+            } else {
+                (marginals[level - LEVELS], keys[0], None)
+            };
+            *slot = key;
             let state = self.keys.entry(key).or_insert_with(|| {
-                self.by_level[level].push(key);
+                if level < LEVELS {
+                    self.by_level[level].push(key);
+                }
                 KeyState {
-                    parent: if level == 0 { key } else { keys[level - 1] },
+                    parent,
+                    marginal,
                     dirty: true,
                     stats: Vec::new(),
                 }
@@ -289,7 +309,7 @@ impl CampaignEvidence {
                 state.stats.push(Stat::new(at_ms));
             }
         }
-        keys
+        all
     }
 
     /// Delay mixing weights of offer `o`: its own observations plus the global model's shape
@@ -341,6 +361,7 @@ impl Evidence {
         let taus = *self.delays.taus();
         let c = self.campaigns.entry(campaign.to_string()).or_default();
         let o = c.offer(offer, config);
+        c.first_click_ms[o] = c.first_click_ms[o].min(at_ms);
         for key in c.touch(segment, o, at_ms) {
             let state = c.keys.get_mut(&key).expect("touched");
             state.stats[o].click(at_ms, config, &taus);
@@ -359,12 +380,18 @@ impl Evidence {
         at_ms: i64,
     ) {
         let delay = (at_ms - click_at_ms).max(0) as f64;
-        self.delays.observe(delay);
         let config = &self.config;
         let taus = *self.delays.taus();
         let c = self.campaigns.entry(campaign.to_string()).or_default();
         let o = c.offer(offer, config);
-        c.delays[o].observe(delay);
+        // Only clicks at least `delay` old could show a delay that long: with the offer's
+        // traffic spread over `span`, that is a fraction (span − delay) / span of them, so the
+        // observation is weighted by the inverse, or early on the model would learn that
+        // conversions are fast because the slow ones have not happened yet.
+        let span = (at_ms - c.first_click_ms[o].min(click_at_ms)).max(1) as f64;
+        let weight = (span / (span - delay).max(span / MAX_DELAY_WEIGHT)).min(MAX_DELAY_WEIGHT);
+        c.delays[o].observe_weighted(delay, weight);
+        self.delays.observe_weighted(delay, weight);
         for key in c.touch(segment, o, at_ms) {
             let state = c.keys.get_mut(&key).expect("touched");
             let stat = &mut state.stats[o];
@@ -388,6 +415,35 @@ impl Evidence {
         click_at_ms: i64,
         at_ms: i64,
     ) {
+        self.take_back(campaign, offer, segment, 1.0, payout, click_at_ms, at_ms);
+    }
+
+    /// An approved conversion whose amount changed by `delta` (a partial refund reported as a
+    /// negative payout, or a correction): it stays one conversion, worth `delta` more.
+    pub fn record_adjustment(
+        &mut self,
+        campaign: &str,
+        offer: &str,
+        segment: &Segment,
+        delta: f64,
+        click_at_ms: i64,
+        at_ms: i64,
+    ) {
+        self.take_back(campaign, offer, segment, 0.0, -delta, click_at_ms, at_ms);
+    }
+
+    /// Removes `conversions` and `revenue` of a click made at `click_at_ms`, as faded since.
+    #[allow(clippy::too_many_arguments)]
+    fn take_back(
+        &mut self,
+        campaign: &str,
+        offer: &str,
+        segment: &Segment,
+        conversions: f64,
+        revenue: f64,
+        click_at_ms: i64,
+        at_ms: i64,
+    ) {
         let delay = (at_ms - click_at_ms).max(0) as f64;
         let config = &self.config;
         let taus = *self.delays.taus();
@@ -397,7 +453,7 @@ impl Evidence {
         let Some(&o) = c.offer_index.get(offer) else {
             return;
         };
-        for key in segment.keys() {
+        for key in segment.keys().into_iter().chain(segment.marginal_keys()) {
             let Some(stat) = c.keys.get_mut(&key).and_then(|s| {
                 s.dirty = true;
                 s.stats.get_mut(o)
@@ -406,8 +462,8 @@ impl Evidence {
             };
             stat.advance(at_ms, config, &taus);
             let w = stat.fade_since(delay, config);
-            stat.conversions = (stat.conversions - w).max(0.0);
-            stat.revenue = (stat.revenue - w * payout).max(0.0);
+            stat.conversions = (stat.conversions - w * conversions).max(0.0);
+            stat.revenue = (stat.revenue - w * revenue).max(0.0);
         }
     }
 
@@ -519,17 +575,52 @@ fn campaign_tables(
             }
         }
         let cr = (k + a) / (e + a / config.prior_cr);
+        // Networks price offers so that a high payout comes with a low conversion rate: before
+        // evidence every offer is assumed to earn the same per click, so P(best) is equal and
+        // traffic splits by weight alone.
+        let priced: Vec<f64> = spec
+            .arms
+            .iter()
+            .map(|a| a.payout)
+            .filter(|&p| p > 0.0)
+            .collect();
+        let mean_payout = priced.iter().sum::<f64>() / priced.len().max(1) as f64;
         spec.arms
             .iter()
             .map(|arm| Prior {
-                cr,
+                cr: if arm.payout > 0.0 && mean_payout > 0.0 {
+                    cr * mean_payout / arm.payout
+                } else {
+                    cr
+                },
                 payout: arm.payout,
             })
             .collect()
     };
 
     let mut out: Map<u64, Arc<SegmentTable>> = Map::default();
+    let mut lifts: Map<u64, Vec<f64>> = Map::default();
     for level in 0..LEVELS {
+        if level == 2 {
+            // Each marginal's conversion rate relative to the whole campaign's, per offer, shrunk
+            // towards 1 by `prior_conversions`.
+            if let Some(overall) = c.by_level[0].first().and_then(|root| priors.get(root)) {
+                for (&key, state) in &c.keys {
+                    if c.keys[&state.parent].parent != state.parent || state.marginal.is_some() {
+                        continue;
+                    }
+                    let lift = overall
+                        .iter()
+                        .enumerate()
+                        .map(|(arm, o)| {
+                            let (e, k, _) = read(state, arm);
+                            (k + a) / (e * o.cr + a)
+                        })
+                        .collect();
+                    lifts.insert(key, lift);
+                }
+            }
+        }
         for &key in &c.by_level[level] {
             let state = &c.keys[&key];
             if !full && !state.dirty {
@@ -542,10 +633,25 @@ fn campaign_tables(
                     continue;
                 }
             }
+            let lifted: Vec<Prior>;
             let parent: &[Prior] = if level == 0 {
                 &root_prior
             } else {
-                &priors[&state.parent]
+                let parent = &priors[&state.parent];
+                match state.marginal.and_then(|m| lifts.get(&m)) {
+                    Some(lift) => {
+                        lifted = parent
+                            .iter()
+                            .zip(lift)
+                            .map(|(p, l)| Prior {
+                                cr: p.cr * l,
+                                payout: p.payout,
+                            })
+                            .collect();
+                        &lifted
+                    }
+                    None => parent,
+                }
             };
             let mut own = Vec::with_capacity(spec.arms.len());
             let mut posteriors = Vec::with_capacity(spec.arms.len());

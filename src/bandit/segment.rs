@@ -40,6 +40,28 @@ impl Segment {
     }
 }
 
+/// Number of marginal keys: device, OS and carrier each on their own, across countries.
+pub const MARGINALS: usize = 3;
+
+impl Segment {
+    /// Keys of the device, the OS and the carrier alone. An offer that converts better on iOS
+    /// tends to do so in every country; these keys learn that from all countries at once and
+    /// lend it to the hierarchy's finer levels.
+    pub fn marginal_keys(&self) -> [u64; MARGINALS] {
+        let one = |tag: u8, value: Option<&str>| {
+            let mut hash = Fnv::new();
+            hash.byte(tag);
+            hash.field(value);
+            hash.0
+        };
+        [
+            one(b'd', Some(self.device.as_str())),
+            one(b'o', Some(self.os.as_str())),
+            one(b'c', self.carrier.as_deref()),
+        ]
+    }
+}
+
 /// `Segment::keys` for a visitor, without cloning its strings (the click path).
 pub fn visitor_keys(visitor: &Visitor) -> [u64; LEVELS] {
     keys_of(

@@ -95,6 +95,32 @@ fn with_no_evidence_shares_are_proportional_to_weights() {
 }
 
 #[test]
+fn with_no_evidence_a_higher_configured_payout_does_not_move_the_split() {
+    let c = sim_campaign("c", &[("a", 2.0), ("b", 1.0)]);
+    let mut e = Evidence::new(BanditConfig::default());
+    // Only clicks of another campaign: this one has evidence tables but no evidence.
+    let other = sim_campaign("other", &[("a", 1.0)]);
+    feed(&mut e, &other, 0, 100, 0, 1.0, 0);
+    let shares = shares_now(&mut e, &c, &[1.20, 0.80], 1_000);
+    assert!((shares[0] - 2.0 / 3.0).abs() < 1e-9, "{shares:?}");
+}
+
+#[test]
+fn a_partial_refund_lowers_revenue_but_keeps_the_conversion() {
+    let c = sim_campaign("c", &[("a", 1.0)]);
+    let seg = Segment::of(&visitor());
+    let mut e = Evidence::new(slow_fading());
+    feed(&mut e, &c, 0, 100, 1, 2.0, 0);
+    e.record_adjustment("c", "a", &seg, -0.5, 0, 2_000);
+    let (_, conversions, revenue) = e.totals("c", "a", &seg, 3_000);
+    assert!((conversions - 1.0).abs() < 1e-6, "{conversions}");
+    assert!((revenue - 1.5).abs() < 1e-6, "{revenue}");
+    e.record_reversal("c", "a", &seg, 1.5, 0, 4_000);
+    let (_, conversions, revenue) = e.totals("c", "a", &seg, 5_000);
+    assert!(conversions.abs() < 1e-6 && revenue.abs() < 1e-6);
+}
+
+#[test]
 fn with_strong_evidence_the_best_epc_offer_not_the_best_cr_gets_most_traffic() {
     let c = sim_campaign("c", &[("high-cr", 1.0), ("high-epc", 1.0)]);
     let mut e = Evidence::new(slow_fading());

@@ -123,6 +123,11 @@ fn learnt(
         |after| reader.evidence_page(since, now_ms, after, learning::REPLAY_PAGE),
         || true,
     )?;
-    allocator.publish(evidence.recompute(&learning::specs(rule_set, caps.as_ref()), now_ms));
+    allocator.publish(evidence.recompute(
+        &learning::specs(rule_set, caps.as_ref(), &|offer| {
+            settings.payout_in_base(offer).to_f64()
+        }),
+        now_ms,
+    ));
     Ok((allocator, caps))
 }

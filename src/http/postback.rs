@@ -286,11 +286,7 @@ fn configured_payout(
     let Some(offer) = click.offer.as_deref().and_then(|id| rules.offer(id)) else {
         return Money::ZERO;
     };
-    state
-        .settings
-        .currency_rate(&offer.currency)
-        .and_then(|rate| offer.payout.convert(rate))
-        .unwrap_or(offer.payout)
+    state.settings.payout_in_base(offer)
 }
 
 fn count_towards_caps(state: &AppState, offer: &str, change: &Change, now: i64) {
