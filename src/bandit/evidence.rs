@@ -55,6 +55,13 @@ pub struct BanditConfig {
     /// Window over which a segment's click rate is measured (to fade a late conversion as much
     /// as its click has faded).
     pub rate_window_ms: f64,
+    /// Clicks of an offer (campaign-wide) over which the change detector's recent memory
+    /// halves.
+    pub change_window_clicks: f64,
+    /// Standard errors between recent and long memory that count as a change.
+    pub change_z: f64,
+    /// Share of an offer's old evidence kept when a change is detected.
+    pub change_keep: f64,
     /// A segment key gets its own allocation table once its evidence is worth this many
     /// conversions; until then its visitors get the next coarser key's.
     pub min_table_conversions: f64,
@@ -67,7 +74,7 @@ impl Default for BanditConfig {
     fn default() -> BanditConfig {
         BanditConfig {
             time_half_life_ms: 3.0 * 86_400_000.0,
-            click_half_life: 3_000.0,
+            click_half_life: 30_000.0,
             prior_conversions: 3.0,
             payout_prior_conversions: 2.0,
             prior_cr: 0.01,
@@ -78,6 +85,9 @@ impl Default for BanditConfig {
             delay_memory: 2_000.0,
             rate_window_ms: 3_600_000.0,
             min_table_conversions: 1.0,
+            change_window_clicks: 2_000.0,
+            change_z: 5.0,
+            change_keep: 0.1,
             full_refresh_every: 8,
         }
     }
@@ -147,6 +157,8 @@ struct Stat {
     pending: [f64; SCALES],
     conversions: f64,
     revenue: f64,
+    /// Σ w × payout², for the spread of payouts the change detector expects.
+    revenue_sq: f64,
 }
 
 impl Stat {
@@ -161,6 +173,7 @@ impl Stat {
             pending: [0.0; SCALES],
             conversions: 0.0,
             revenue: 0.0,
+            revenue_sq: 0.0,
         }
     }
 
@@ -174,6 +187,7 @@ impl Stat {
         self.clicks *= g;
         self.conversions *= g;
         self.revenue *= g;
+        self.revenue_sq *= g;
         for (p, tau) in self.pending.iter_mut().zip(taus) {
             *p *= g * (-dt / tau).exp();
         }
@@ -194,6 +208,31 @@ impl Stat {
         self.rate_t = self.rate_t.max(at_ms);
     }
 
+    /// Keeps only `keep` of everything seen: what a detected change leaves of the old evidence.
+    fn scale(&mut self, keep: f64) {
+        self.clicks *= keep;
+        self.conversions *= keep;
+        self.revenue *= keep;
+        self.revenue_sq *= keep;
+        for p in &mut self.pending {
+            *p *= keep;
+        }
+    }
+
+    fn add_conversion(&mut self, w: f64, payout: f64) {
+        self.conversions += w;
+        self.revenue += w * payout;
+        self.revenue_sq += w * payout * payout;
+    }
+
+    fn remove(&mut self, w: f64, conversions: f64, revenue: f64) {
+        self.conversions = (self.conversions - w * conversions).max(0.0);
+        self.revenue = (self.revenue - w * revenue).max(0.0);
+        if conversions > 0.0 {
+            self.revenue_sq = (self.revenue_sq - w * revenue * revenue).max(0.0);
+        }
+    }
+
     /// How much a click made `delay_ms` ago has faded since: the weight its conversion gets, or
     /// slow conversions would count more than the clicks they came from.
     fn fade_since(&self, delay_ms: f64, config: &BanditConfig) -> f64 {
@@ -210,6 +249,18 @@ impl Stat {
         taus: &[f64; SCALES],
         delay_weights: &[f64; SCALES],
     ) -> (f64, f64, f64) {
+        let (e, k, r, _) = self.read_all(t, config, taus, delay_weights);
+        (e, k, r)
+    }
+
+    /// `read` plus Σ w × payout².
+    fn read_all(
+        &self,
+        t: i64,
+        config: &BanditConfig,
+        taus: &[f64; SCALES],
+        delay_weights: &[f64; SCALES],
+    ) -> (f64, f64, f64, f64) {
         let mut copy = self.clone();
         copy.advance(t, config, taus);
         let pending: f64 = delay_weights
@@ -221,6 +272,7 @@ impl Stat {
             (copy.clicks - pending).max(0.0),
             copy.conversions,
             copy.revenue,
+            copy.revenue_sq,
         )
     }
 }
@@ -253,6 +305,9 @@ struct CampaignEvidence {
     delays: Vec<DelayModel>,
     /// Per offer: time of its first click, to correct delays for the ones not seen yet.
     first_click_ms: Vec<i64>,
+    /// Per offer, campaign-wide: the recent past alone (fast fading), which the change
+    /// detector holds against the long memory of the root key.
+    recent: Vec<Stat>,
     keys: Map<u64, KeyState>,
     /// Keys per level in first-seen order, for a deterministic top-down pass.
     by_level: [Vec<u64>; LEVELS],
@@ -270,6 +325,7 @@ impl CampaignEvidence {
         }
         self.offers.push(offer.to_string());
         self.first_click_ms.push(i64::MAX);
+        self.recent.push(Stat::new(0));
         self.delays.push(DelayModel::new(
             config.delay_min_ms,
             config.delay_max_ms,
@@ -325,6 +381,8 @@ impl CampaignEvidence {
 #[derive(Clone, Debug)]
 pub struct Evidence {
     config: BanditConfig,
+    /// `config` with the short memory of the change detector's recent sums.
+    recent_config: BanditConfig,
     /// Every offer's delays together: the prior of each offer's own model.
     delays: DelayModel,
     campaigns: Map<String, CampaignEvidence>,
@@ -339,8 +397,14 @@ impl Evidence {
             config.delay_prior_count,
             config.delay_memory,
         );
+        let recent_config = BanditConfig {
+            time_half_life_ms: config.time_half_life_ms * RECENT_MEMORY,
+            click_half_life: config.change_window_clicks,
+            ..config.clone()
+        };
         Evidence {
             config,
+            recent_config,
             delays,
             campaigns: Map::default(),
             recomputations: 0,
@@ -362,6 +426,7 @@ impl Evidence {
         let c = self.campaigns.entry(campaign.to_string()).or_default();
         let o = c.offer(offer, config);
         c.first_click_ms[o] = c.first_click_ms[o].min(at_ms);
+        c.recent[o].click(at_ms, &self.recent_config, &taus);
         for key in c.touch(segment, o, at_ms) {
             let state = c.keys.get_mut(&key).expect("touched");
             state.stats[o].click(at_ms, config, &taus);
@@ -392,13 +457,14 @@ impl Evidence {
         let weight = (span / (span - delay).max(span / MAX_DELAY_WEIGHT)).min(MAX_DELAY_WEIGHT);
         c.delays[o].observe_weighted(delay, weight);
         self.delays.observe_weighted(delay, weight);
+        let recent = &mut c.recent[o];
+        recent.advance(at_ms, &self.recent_config, &taus);
+        recent.add_conversion(recent.fade_since(delay, &self.recent_config), payout);
         for key in c.touch(segment, o, at_ms) {
             let state = c.keys.get_mut(&key).expect("touched");
             let stat = &mut state.stats[o];
             stat.advance(at_ms, config, &taus);
-            let w = stat.fade_since(delay, config);
-            stat.conversions += w;
-            stat.revenue += w * payout;
+            stat.add_conversion(stat.fade_since(delay, config), payout);
             state.dirty = true;
         }
     }
@@ -453,6 +519,13 @@ impl Evidence {
         let Some(&o) = c.offer_index.get(offer) else {
             return;
         };
+        let recent = &mut c.recent[o];
+        recent.advance(at_ms, &self.recent_config, &taus);
+        recent.remove(
+            recent.fade_since(delay, &self.recent_config),
+            conversions,
+            revenue,
+        );
         for key in segment.keys().into_iter().chain(segment.marginal_keys()) {
             let Some(stat) = c.keys.get_mut(&key).and_then(|s| {
                 s.dirty = true;
@@ -461,9 +534,7 @@ impl Evidence {
                 continue;
             };
             stat.advance(at_ms, config, &taus);
-            let w = stat.fade_since(delay, config);
-            stat.conversions = (stat.conversions - w * conversions).max(0.0);
-            stat.revenue = (stat.revenue - w * revenue).max(0.0);
+            stat.remove(stat.fade_since(delay, config), conversions, revenue);
         }
     }
 
@@ -513,7 +584,17 @@ impl Evidence {
                 })
                 .collect();
             let segments = match self.campaigns.get_mut(&spec.id) {
-                Some(c) => campaign_tables(c, spec, now_ms, full, &self.config, &self.delays),
+                Some(c) => {
+                    let changed = detect_changes(
+                        c,
+                        spec,
+                        now_ms,
+                        &self.config,
+                        &self.recent_config,
+                        &self.delays,
+                    );
+                    campaign_tables(c, spec, now_ms, full || changed, &self.config, &self.delays)
+                }
                 None => Map::default(),
             };
             tables
@@ -523,6 +604,77 @@ impl Evidence {
         tables
     }
 }
+
+/// Looks, per offer, for a change the fading would take long to follow: the campaign-wide
+/// conversion rate or payout per conversion of the recent past (`recent`) against the long
+/// memory of the root key. A shift of more than `change_z` standard errors keeps only
+/// `change_keep` of the offer's old evidence in every key, so a halved payout or a broken landing
+/// page is followed within the few hundred clicks it takes to show, not within the half-lives.
+/// Returns whether anything was cut.
+fn detect_changes(
+    c: &mut CampaignEvidence,
+    spec: &CampaignSpec,
+    now_ms: i64,
+    config: &BanditConfig,
+    recent_config: &BanditConfig,
+    delays: &DelayModel,
+) -> bool {
+    let Some(&root) = c.by_level[0].first() else {
+        return false;
+    };
+    let taus = *delays.taus();
+    let mut changed = false;
+    // Only offers that get traffic: a paused or capped one's recent memory only empties.
+    let available: Vec<usize> = spec
+        .arms
+        .iter()
+        .filter_map(|arm| c.offer_index.get(&arm.offer).copied())
+        .collect();
+    for o in available {
+        let weights = c.delay_weights(o, delays, config.delay_prior_count);
+        let Some(long) = c.keys.get(&root).and_then(|state| state.stats.get(o)) else {
+            continue;
+        };
+        let (el, kl, rl, sql) = long.read_all(now_ms, config, &taus, &weights);
+        let (es, ks, rs, _) = c.recent[o].read_all(now_ms, recent_config, &taus, &weights);
+        if kl < CHANGE_MIN_CONVERSIONS || el <= 0.0 {
+            continue;
+        }
+        let expected = es * kl / el;
+        let z_rate = if expected.max(ks) >= CHANGE_MIN_CONVERSIONS {
+            (ks - expected) / (expected + 1.0).sqrt()
+        } else {
+            0.0
+        };
+        let mean = rl / kl;
+        // Fixed payouts have no spread; a floor of 5 % keeps rounding from looking like news.
+        let variance = (sql / kl - mean * mean)
+            .max((0.05 * mean).powi(2))
+            .max(1e-12);
+        let z_payout = if ks >= 3.0 {
+            (rs / ks - mean) / (variance / ks).sqrt()
+        } else {
+            0.0
+        };
+        if z_rate.abs() > config.change_z || z_payout.abs() > config.change_z {
+            for state in c.keys.values_mut() {
+                if let Some(stat) = state.stats.get_mut(o) {
+                    stat.advance(now_ms, config, &taus);
+                    stat.scale(config.change_keep);
+                    state.dirty = true;
+                }
+            }
+            changed = true;
+        }
+    }
+    changed
+}
+
+/// Conversions both memories need before the change detector compares them.
+const CHANGE_MIN_CONVERSIONS: f64 = 10.0;
+
+/// The recent memory's time half-life, as a fraction of the long one.
+const RECENT_MEMORY: f64 = 0.25;
 
 /// Per-arm parameters a level hands down to the next finer one.
 #[derive(Clone, Copy, Debug)]

@@ -61,16 +61,22 @@ impl FallbackPolicy for WeightedRandom {
 
 /// Draws an element of `items` with probability proportional to `weight(item)` (all > 0).
 pub fn draw_weighted(items: &[usize], weight: impl Fn(usize) -> f64, rng: &mut dyn Rng) -> usize {
-    let total: f64 = items.iter().map(|&i| weight(i)).sum();
+    items[draw_position(items.len(), |k| weight(items[k]), rng)]
+}
+
+/// Draws a position in `0..len` with probability proportional to `weight(position)` (all ≥ 0,
+/// not all 0): `draw_weighted` over positions, with the same arithmetic.
+pub fn draw_position(len: usize, weight: impl Fn(usize) -> f64, rng: &mut dyn Rng) -> usize {
+    let total: f64 = (0..len).map(&weight).sum();
     let mut point = rng.random::<f64>() * total;
-    for &item in items {
-        point -= weight(item);
+    for k in 0..len {
+        point -= weight(k);
         if point < 0.0 {
-            return item;
+            return k;
         }
     }
     // Rounding can leave a sliver past the last item.
-    *items.last().expect("items is not empty")
+    len.checked_sub(1).expect("items is not empty")
 }
 
 #[cfg(test)]
