@@ -56,15 +56,20 @@ impl DelayModel {
         }
         // The exponential whose density is highest at `delay` has its mean at `delay`, so the
         // nearest constant on a log scale is the maximum-likelihood component.
+        let nearest = self.nearest(delay_ms);
+        self.counts[nearest] += weight;
+    }
+
+    /// The time constant nearest to `delay_ms` on a log scale.
+    pub fn nearest(&self, delay_ms: f64) -> usize {
         let d = delay_ms.max(1.0).ln();
-        let nearest = (0..SCALES)
+        (0..SCALES)
             .min_by(|&a, &b| {
                 let da = (self.taus[a].ln() - d).abs();
                 let db = (self.taus[b].ln() - d).abs();
                 da.total_cmp(&db)
             })
-            .unwrap_or(0);
-        self.counts[nearest] += weight;
+            .unwrap_or(0)
     }
 
     /// Mixing weights, summing to 1.

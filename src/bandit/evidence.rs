@@ -58,6 +58,8 @@ pub struct BanditConfig {
     /// Clicks of an offer (campaign-wide) over which the change detector's recent memory
     /// halves.
     pub change_window_clicks: f64,
+    /// ... and the long memory it is held against.
+    pub change_memory_clicks: f64,
     /// Standard errors between recent and long memory that count as a change.
     pub change_z: f64,
     /// Share of an offer's old evidence kept when a change is detected.
@@ -74,7 +76,7 @@ impl Default for BanditConfig {
     fn default() -> BanditConfig {
         BanditConfig {
             time_half_life_ms: 3.0 * 86_400_000.0,
-            click_half_life: 30_000.0,
+            click_half_life: 3_000.0,
             prior_conversions: 3.0,
             payout_prior_conversions: 2.0,
             prior_cr: 0.01,
@@ -86,6 +88,7 @@ impl Default for BanditConfig {
             rate_window_ms: 3_600_000.0,
             min_table_conversions: 1.0,
             change_window_clicks: 2_000.0,
+            change_memory_clicks: 30_000.0,
             change_z: 5.0,
             change_keep: 0.1,
             full_refresh_every: 8,
@@ -305,6 +308,8 @@ struct CampaignEvidence {
     delays: Vec<DelayModel>,
     /// Per offer: time of its first click, to correct delays for the ones not seen yet.
     first_click_ms: Vec<i64>,
+    /// Per offer, campaign-wide, with the change detector's long memory.
+    whole: Vec<Stat>,
     /// Per offer, campaign-wide: the recent past alone (fast fading), which the change
     /// detector holds against the long memory of the root key.
     recent: Vec<Stat>,
@@ -326,6 +331,7 @@ impl CampaignEvidence {
         self.offers.push(offer.to_string());
         self.first_click_ms.push(i64::MAX);
         self.recent.push(Stat::new(0));
+        self.whole.push(Stat::new(0));
         self.delays.push(DelayModel::new(
             config.delay_min_ms,
             config.delay_max_ms,
@@ -383,10 +389,14 @@ pub struct Evidence {
     config: BanditConfig,
     /// `config` with the short memory of the change detector's recent sums.
     recent_config: BanditConfig,
+    /// `config` with the long memory the recent sums are held against.
+    whole_config: BanditConfig,
     /// Every offer's delays together: the prior of each offer's own model.
     delays: DelayModel,
     campaigns: Map<String, CampaignEvidence>,
     recomputations: u64,
+    /// Changes the detector has acted on, ever.
+    changes: u64,
 }
 
 impl Evidence {
@@ -402,12 +412,18 @@ impl Evidence {
             click_half_life: config.change_window_clicks,
             ..config.clone()
         };
+        let whole_config = BanditConfig {
+            click_half_life: config.change_memory_clicks,
+            ..config.clone()
+        };
         Evidence {
             config,
             recent_config,
+            whole_config,
             delays,
             campaigns: Map::default(),
             recomputations: 0,
+            changes: 0,
         }
     }
 
@@ -419,6 +435,11 @@ impl Evidence {
         &self.delays
     }
 
+    /// Offers whose old evidence the change detector has cut, counted since start.
+    pub fn changes_detected(&self) -> u64 {
+        self.changes
+    }
+
     /// A residual click sent to `offer`.
     pub fn record_click(&mut self, campaign: &str, offer: &str, segment: &Segment, at_ms: i64) {
         let config = &self.config;
@@ -427,6 +448,7 @@ impl Evidence {
         let o = c.offer(offer, config);
         c.first_click_ms[o] = c.first_click_ms[o].min(at_ms);
         c.recent[o].click(at_ms, &self.recent_config, &taus);
+        c.whole[o].click(at_ms, &self.whole_config, &taus);
         for key in c.touch(segment, o, at_ms) {
             let state = c.keys.get_mut(&key).expect("touched");
             state.stats[o].click(at_ms, config, &taus);
@@ -457,6 +479,9 @@ impl Evidence {
         let weight = (span / (span - delay).max(span / MAX_DELAY_WEIGHT)).min(MAX_DELAY_WEIGHT);
         c.delays[o].observe_weighted(delay, weight);
         self.delays.observe_weighted(delay, weight);
+        let whole = &mut c.whole[o];
+        whole.advance(at_ms, &self.whole_config, &taus);
+        whole.add_conversion(whole.fade_since(delay, &self.whole_config), payout);
         let recent = &mut c.recent[o];
         recent.advance(at_ms, &self.recent_config, &taus);
         recent.add_conversion(recent.fade_since(delay, &self.recent_config), payout);
@@ -591,9 +616,39 @@ impl Evidence {
                         now_ms,
                         &self.config,
                         &self.recent_config,
+                        &self.whole_config,
                         &self.delays,
                     );
-                    campaign_tables(c, spec, now_ms, full || changed, &self.config, &self.delays)
+                    self.changes += changed;
+                    // The configured payout is only a prior: what the recent past paid per
+                    // conversion replaces it, so a payout the network changed is not pulled
+                    // back to the configured one whenever old evidence is cut.
+                    let taus = *self.delays.taus();
+                    let recent_paid: Vec<(f64, f64)> = spec
+                        .arms
+                        .iter()
+                        .map(|arm| match c.offer_index.get(&arm.offer) {
+                            Some(&o) => {
+                                let (_, k, r) = c.recent[o].read(
+                                    now_ms,
+                                    &self.recent_config,
+                                    &taus,
+                                    &self.delays.weights(),
+                                );
+                                (k, r)
+                            }
+                            None => (0.0, 0.0),
+                        })
+                        .collect();
+                    campaign_tables(
+                        c,
+                        spec,
+                        &recent_paid,
+                        now_ms,
+                        full || changed > 0,
+                        &self.config,
+                        &self.delays,
+                    )
                 }
                 None => Map::default(),
             };
@@ -610,20 +665,18 @@ impl Evidence {
 /// memory of the root key. A shift of more than `change_z` standard errors keeps only
 /// `change_keep` of the offer's old evidence in every key, so a halved payout or a broken landing
 /// page is followed within the few hundred clicks it takes to show, not within the half-lives.
-/// Returns whether anything was cut.
+/// Returns the number of offers cut.
 fn detect_changes(
     c: &mut CampaignEvidence,
     spec: &CampaignSpec,
     now_ms: i64,
     config: &BanditConfig,
     recent_config: &BanditConfig,
+    whole_config: &BanditConfig,
     delays: &DelayModel,
-) -> bool {
-    let Some(&root) = c.by_level[0].first() else {
-        return false;
-    };
+) -> u64 {
     let taus = *delays.taus();
-    let mut changed = false;
+    let mut changed = 0;
     // Only offers that get traffic: a paused or capped one's recent memory only empties.
     let available: Vec<usize> = spec
         .arms
@@ -632,10 +685,7 @@ fn detect_changes(
         .collect();
     for o in available {
         let weights = c.delay_weights(o, delays, config.delay_prior_count);
-        let Some(long) = c.keys.get(&root).and_then(|state| state.stats.get(o)) else {
-            continue;
-        };
-        let (el, kl, rl, sql) = long.read_all(now_ms, config, &taus, &weights);
+        let (el, kl, rl, sql) = c.whole[o].read_all(now_ms, whole_config, &taus, &weights);
         let (es, ks, rs, _) = c.recent[o].read_all(now_ms, recent_config, &taus, &weights);
         if kl < CHANGE_MIN_CONVERSIONS || el <= 0.0 {
             continue;
@@ -651,7 +701,7 @@ fn detect_changes(
         let variance = (sql / kl - mean * mean)
             .max((0.05 * mean).powi(2))
             .max(1e-12);
-        let z_payout = if ks >= 3.0 {
+        let z_payout = if ks >= CHANGE_MIN_CONVERSIONS {
             (rs / ks - mean) / (variance / ks).sqrt()
         } else {
             0.0
@@ -664,7 +714,13 @@ fn detect_changes(
                     state.dirty = true;
                 }
             }
-            changed = true;
+            // Both memories restart, so the old state in the recent one cannot set the detector
+            // off again against a long memory that has already moved on.
+            c.whole[o].advance(now_ms, whole_config, &taus);
+            c.whole[o].scale(config.change_keep);
+            c.recent[o].advance(now_ms, recent_config, &taus);
+            c.recent[o].scale(config.change_keep);
+            changed += 1;
         }
     }
     changed
@@ -686,6 +742,7 @@ struct Prior {
 fn campaign_tables(
     c: &mut CampaignEvidence,
     spec: &CampaignSpec,
+    recent_paid: &[(f64, f64)],
     now_ms: i64,
     full: bool,
     config: &BanditConfig,
@@ -739,13 +796,14 @@ fn campaign_tables(
         let mean_payout = priced.iter().sum::<f64>() / priced.len().max(1) as f64;
         spec.arms
             .iter()
-            .map(|arm| Prior {
+            .zip(recent_paid)
+            .map(|(arm, (k, r))| Prior {
                 cr: if arm.payout > 0.0 && mean_payout > 0.0 {
                     cr * mean_payout / arm.payout
                 } else {
                     cr
                 },
-                payout: arm.payout,
+                payout: (r + p * arm.payout) / (k + p),
             })
             .collect()
     };

@@ -294,3 +294,30 @@ fn a_bad_scenario_names_the_field() {
         .unwrap_err();
     assert!(err.starts_with("offer[0].cr:"), "{err}");
 }
+
+#[test]
+fn a_halved_payout_is_detected_and_followed_within_a_few_thousand_clicks() {
+    let c = sim_campaign("c", &[("a", 1.0), ("b", 1.0)]);
+    let payouts = [3.0, 2.0];
+    let mut e = Evidence::new(BanditConfig::default());
+    let mut now = 0;
+    // 20 clicks a second per offer, 10 % converting a second later.
+    let mut run = |e: &mut Evidence, seconds: i64, payout_a: f64| {
+        for _ in 0..seconds {
+            feed(e, &c, 0, 20, 2, payout_a, now);
+            feed(e, &c, 1, 20, 2, 2.0, now);
+            now += 1_000;
+            if now % 10_000 == 0 {
+                e.recompute(&[spec(&c, &payouts)], now);
+            }
+        }
+        now
+    };
+    let t = run(&mut e, 500, 3.0);
+    assert!(shares_now(&mut e, &c, &payouts, t)[0] > 0.9);
+    assert_eq!(e.changes_detected(), 0);
+    let t = run(&mut e, 100, 1.0);
+    assert!(e.changes_detected() >= 1);
+    let shares = shares_now(&mut e, &c, &payouts, t);
+    assert!(shares[0] < 0.2, "{shares:?}");
+}
