@@ -222,7 +222,18 @@ impl Stat {
         }
     }
 
-    fn add_conversion(&mut self, w: f64, payout: f64) {
+    /// A conversion at `at_ms` of a click made `delay_ms` earlier, weighted as its click has
+    /// faded since.
+    fn convert(
+        &mut self,
+        at_ms: i64,
+        delay_ms: f64,
+        payout: f64,
+        config: &BanditConfig,
+        taus: &[f64; SCALES],
+    ) {
+        self.advance(at_ms, config, taus);
+        let w = self.fade_since(delay_ms, config);
         self.conversions += w;
         self.revenue += w * payout;
         self.revenue_sq += w * payout * payout;
@@ -479,17 +490,11 @@ impl Evidence {
         let weight = (span / (span - delay).max(span / MAX_DELAY_WEIGHT)).min(MAX_DELAY_WEIGHT);
         c.delays[o].observe_weighted(delay, weight);
         self.delays.observe_weighted(delay, weight);
-        let whole = &mut c.whole[o];
-        whole.advance(at_ms, &self.whole_config, &taus);
-        whole.add_conversion(whole.fade_since(delay, &self.whole_config), payout);
-        let recent = &mut c.recent[o];
-        recent.advance(at_ms, &self.recent_config, &taus);
-        recent.add_conversion(recent.fade_since(delay, &self.recent_config), payout);
+        c.whole[o].convert(at_ms, delay, payout, &self.whole_config, &taus);
+        c.recent[o].convert(at_ms, delay, payout, &self.recent_config, &taus);
         for key in c.touch(segment, o, at_ms) {
             let state = c.keys.get_mut(&key).expect("touched");
-            let stat = &mut state.stats[o];
-            stat.advance(at_ms, config, &taus);
-            stat.add_conversion(stat.fade_since(delay, config), payout);
+            state.stats[o].convert(at_ms, delay, payout, config, &taus);
             state.dirty = true;
         }
     }
