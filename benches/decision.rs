@@ -3,7 +3,8 @@
 //! Setup (not measured): the test suite's offers and sources plus 20 generated fallback offers in
 //! one campaign with three primaries; an `Evidence` fed with 200,000 residual clicks and about
 //! 2,200 delayed conversions over 500 (country, device, OS, carrier) segments in 24 hours,
-//! recomputed and published to an `Allocator`.
+//! recomputed and published to an `Allocator`. `decide/fallback_subset` is a residual visitor
+//! for whom only half the fallbacks are eligible (the allocator's subset path).
 //!
 //! ```sh
 //! cargo bench --bench decision -- --warm-up-time 1 --measurement-time 3
@@ -53,6 +54,9 @@ struct Fixture {
     primary_visitor: Visitor,
     /// Residual, in the busiest segment; all 20 fallbacks eligible.
     residual_visitor: Visitor,
+    /// Residual on a Windows desktop: the offers for phones and tablets and those excluding
+    /// Windows are not eligible, 10 fallbacks are.
+    desktop_visitor: Visitor,
 }
 
 impl Fixture {
@@ -331,6 +335,7 @@ fn build() -> Fixture {
         params,
         primary_visitor,
         residual_visitor,
+        desktop_visitor: visitor("DE", Device::Desktop, Os::Windows, None),
     }
 }
 
@@ -350,12 +355,15 @@ fn benches(c: &mut Criterion) {
     let evidence = input(&fx.residual_visitor, &fx.allocator);
     let no_evidence = input(&fx.residual_visitor, &cold);
     let weighted = input(&fx.residual_visitor, &WeightedRandom);
+    let subset = input(&fx.desktop_visitor, &fx.allocator);
     let eligible = eligible_fallbacks(&evidence);
     assert_eq!(eligible.len(), FALLBACKS);
+    assert_eq!(eligible_fallbacks(&subset).len(), FALLBACKS / 2);
 
     let mut rng = SmallRng::seed_from_u64(42);
     assert_eq!(decide(&primary, &mut rng).route, Route::Primary);
     assert_eq!(decide(&evidence, &mut rng).route, Route::Fallback);
+    assert_eq!(decide(&subset, &mut rng).route, Route::Fallback);
 
     let mut group = c.benchmark_group("decide");
     group.bench_function("primary", |b| {
@@ -369,6 +377,9 @@ fn benches(c: &mut Criterion) {
     });
     group.bench_function("fallback_weighted", |b| {
         b.iter(|| decide(black_box(&weighted), &mut rng).target)
+    });
+    group.bench_function("fallback_subset", |b| {
+        b.iter(|| decide(black_box(&subset), &mut rng).target)
     });
     group.finish();
 

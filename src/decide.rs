@@ -5,9 +5,11 @@ use std::sync::Arc;
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use crate::bandit::FallbackPolicy;
-use crate::rules::matching::Conditions;
+use crate::rules::matching::{Conditions, Verdicts};
+use crate::rules::model::{ResolvedCampaign, RouteChecks};
 use crate::rules::{Campaign, Offer, RuleSet};
 use crate::template::UrlTemplate;
 use crate::visitor::{QueryParams, Visitor};
@@ -83,26 +85,113 @@ pub fn decide<'r>(input: &DecisionInput<'r, '_>, rng: &mut dyn Rng) -> Decision<
     if input.visitor.bot {
         return bot_decision(campaign);
     }
-    for primary in &campaign.primary {
-        if let Some(offer) = input.rules.offer(&primary.offer) {
-            if conditions_pass(&primary.matches, &primary.excludes, input, None)
-                && offer_available(offer, input, None)
-            {
-                return Decision {
-                    route: Route::Primary,
-                    offer: Some(offer),
-                    target: &offer.url,
-                };
-            }
+    let mut routes = Routes::of(input);
+    for index in 0..campaign.primary.len() {
+        if let Some(offer) = routes.open_primary(index, input) {
+            return Decision {
+                route: Route::Primary,
+                offer: Some(offer),
+                target: &offer.url,
+            };
         }
     }
-    let eligible = eligible_fallbacks(input);
+    let eligible = eligible_in(input, &mut routes);
     if eligible.is_empty() {
         return backlink_decision(campaign);
     }
     let chosen = input.policy.choose(campaign, input.visitor, &eligible, rng);
-    fallback_decision(input, chosen)
+    fallback_decision(input, &routes, chosen)
 }
+
+/// A campaign's primaries and fallbacks as one click sees them.
+enum Routes<'r, 'a> {
+    /// Resolved when the rules were loaded (the campaign is the rule set's own), with this
+    /// click's verdict on each distinct condition, worked out once.
+    Resolved {
+        routes: &'r ResolvedCampaign,
+        verdicts: Verdicts<'a>,
+    },
+    /// Offers looked up by id: a campaign the rule set does not hold itself.
+    ById(&'r RuleSet, &'r Campaign),
+}
+
+impl<'r, 'a> Routes<'r, 'a> {
+    fn of(input: &'a DecisionInput<'r, '_>) -> Routes<'r, 'a> {
+        match input.rules.resolved(input.campaign) {
+            Some(routes) => Routes::Resolved {
+                routes,
+                verdicts: routes.verdicts(input.visitor, input.params),
+            },
+            None => Routes::ById(input.rules, input.campaign),
+        }
+    }
+
+    fn primary(&self, index: usize) -> Option<&'r Arc<Offer>> {
+        match *self {
+            Routes::Resolved { routes, .. } => routes.primary(index).map(|route| &route.offer),
+            Routes::ById(rules, campaign) => rules.offer(&campaign.primary[index].offer),
+        }
+    }
+
+    fn fallback(&self, index: usize) -> Option<&'r Arc<Offer>> {
+        match *self {
+            Routes::Resolved { routes, .. } => routes.fallback(index).map(|route| &route.offer),
+            Routes::ById(rules, campaign) => rules.offer(&campaign.fallback[index].offer),
+        }
+    }
+
+    /// The offer of primary `index` when the visitor may take it now.
+    fn open_primary(
+        &mut self,
+        index: usize,
+        input: &DecisionInput<'_, '_>,
+    ) -> Option<&'r Arc<Offer>> {
+        match self {
+            Routes::Resolved { routes, verdicts } => {
+                let route = routes.primary(index)?;
+                route_open(route, verdicts, input).then_some(&route.offer)
+            }
+            Routes::ById(rules, campaign) => {
+                let rule = &campaign.primary[index];
+                rules.offer(&rule.offer).filter(|offer| {
+                    conditions_pass(&rule.matches, &rule.excludes, input, None)
+                        && offer_available(offer, input, None)
+                })
+            }
+        }
+    }
+
+    /// Whether the visitor may get fallback `index` now.
+    fn fallback_open(&mut self, index: usize, input: &DecisionInput<'_, '_>) -> bool {
+        match self {
+            Routes::Resolved { routes, verdicts } => routes
+                .fallback(index)
+                .is_some_and(|route| route_open(route, verdicts, input)),
+            Routes::ById(rules, campaign) => {
+                let rule = &campaign.fallback[index];
+                rules.offer(&rule.offer).is_some_and(|offer| {
+                    conditions_pass(&rule.matches, &rule.excludes, input, None)
+                        && offer_available(offer, input, None)
+                })
+            }
+        }
+    }
+}
+
+/// `conditions_pass` of a resolved route and `offer_available` of its offer: the same
+/// verdict, with each distinct condition checked at most once per click.
+fn route_open(
+    route: &RouteChecks,
+    verdicts: &mut Verdicts<'_>,
+    input: &DecisionInput<'_, '_>,
+) -> bool {
+    !route.offer.paused
+        && route.conditions_pass(verdicts)
+        && !input.availability.is_capped(&route.offer)
+}
+
+/// Indexes into `campaign.fallback`, kept inline (no allocation) up to 32 fallbacks.
+type Eligible = SmallVec<[usize; 32]>;
 
 fn bot_decision(campaign: &Campaign) -> Decision<'_> {
     Decision {
@@ -120,9 +209,12 @@ fn backlink_decision(campaign: &Campaign) -> Decision<'_> {
     }
 }
 
-fn fallback_decision<'r>(input: &DecisionInput<'r, '_>, index: usize) -> Decision<'r> {
-    let fallback = &input.campaign.fallback[index];
-    match input.rules.offer(&fallback.offer) {
+fn fallback_decision<'r>(
+    input: &DecisionInput<'r, '_>,
+    routes: &Routes<'r, '_>,
+    index: usize,
+) -> Decision<'r> {
+    match routes.fallback(index) {
         Some(offer) => Decision {
             route: Route::Fallback,
             offer: Some(offer),
@@ -135,19 +227,27 @@ fn fallback_decision<'r>(input: &DecisionInput<'r, '_>, index: usize) -> Decisio
 
 /// Indexes into `campaign.fallback` of the fallbacks this visitor may get now.
 pub fn eligible_fallbacks(input: &DecisionInput<'_, '_>) -> Vec<usize> {
-    input
-        .campaign
-        .fallback
-        .iter()
-        .enumerate()
-        .filter(|(_, fallback)| {
-            input.rules.offer(&fallback.offer).is_some_and(|offer| {
-                conditions_pass(&fallback.matches, &fallback.excludes, input, None)
-                    && offer_available(offer, input, None)
-            })
-        })
-        .map(|(i, _)| i)
-        .collect()
+    let mut eligible = Vec::with_capacity(input.campaign.fallback.len());
+    eligible_into(input, &mut Routes::of(input), &mut eligible);
+    eligible
+}
+
+fn eligible_in(input: &DecisionInput<'_, '_>, routes: &mut Routes<'_, '_>) -> Eligible {
+    let mut eligible = Eligible::new();
+    eligible_into(input, routes, &mut eligible);
+    eligible
+}
+
+fn eligible_into(
+    input: &DecisionInput<'_, '_>,
+    routes: &mut Routes<'_, '_>,
+    eligible: &mut impl Extend<usize>,
+) {
+    for index in 0..input.campaign.fallback.len() {
+        if routes.fallback_open(index, input) {
+            eligible.extend([index]);
+        }
+    }
 }
 
 /// `match` passes and `exclude` does not. With `reasons`, every failure is recorded instead of
@@ -242,14 +342,15 @@ pub fn explain(
 ) -> Explanation {
     let campaign = input.campaign;
     let mut chosen: Option<Decision<'_>> = input.visitor.bot.then(|| bot_decision(campaign));
+    let mut routes = Routes::of(input);
 
     let mut primary = Vec::with_capacity(campaign.primary.len());
-    for rule in &campaign.primary {
+    for (index, rule) in campaign.primary.iter().enumerate() {
         let mut reasons = Vec::new();
         if input.visitor.bot {
             reasons.push("visitor is a bot".to_string());
         }
-        let offer = input.rules.offer(&rule.offer);
+        let offer = routes.primary(index);
         conditions_pass(&rule.matches, &rule.excludes, input, Some(&mut reasons));
         if let Some(offer) = offer {
             offer_available(offer, input, Some(&mut reasons));
@@ -269,7 +370,7 @@ pub fn explain(
         });
     }
 
-    let eligible = eligible_fallbacks(input);
+    let eligible = eligible_in(input, &mut routes);
     let shares = if eligible.is_empty() {
         Vec::new()
     } else {
@@ -279,7 +380,7 @@ pub fn explain(
     for (index, rule) in campaign.fallback.iter().enumerate() {
         let mut reasons = Vec::new();
         conditions_pass(&rule.matches, &rule.excludes, input, Some(&mut reasons));
-        if let Some(offer) = input.rules.offer(&rule.offer) {
+        if let Some(offer) = routes.fallback(index) {
             offer_available(offer, input, Some(&mut reasons));
         }
         let position = eligible.iter().position(|&i| i == index);
@@ -294,7 +395,7 @@ pub fn explain(
         let best = (0..eligible.len())
             .max_by(|&a, &b| shares[a].total_cmp(&shares[b]).then(b.cmp(&a)))
             .expect("eligible is not empty");
-        chosen = Some(fallback_decision(input, eligible[best]));
+        chosen = Some(fallback_decision(input, &routes, eligible[best]));
     }
     let chosen = chosen.unwrap_or_else(|| backlink_decision(campaign));
     let offer = chosen.offer.map(|offer| offer.as_ref());
@@ -519,6 +620,48 @@ device = ["desktop", "phone"]
         for (name, visitor, capped, route, offer) in cases {
             let got = decide_for(&rules, &visitor, capped);
             assert_eq!(got, (route, offer.map(str::to_string)), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_campaign_the_rule_set_does_not_hold_finds_its_offers_by_id() {
+        use Connection::*;
+        use Device::*;
+        // The same files loaded twice: equal campaigns, but not the same objects.
+        let (rules, other) = (rules(), rules());
+        let own = rules.campaign("camp").unwrap();
+        let foreign = other.campaign("camp").unwrap();
+        assert!(rules.resolved(own).is_some());
+        assert!(rules.resolved(foreign).is_none());
+        let visitors = [
+            visitor("US", Os::Android, Phone, Some("T-Mobile"), Cellular),
+            visitor("FR", Os::Ios, Tv, None, Broadband),
+            visitor("DE", Os::Windows, Desktop, None, Broadband),
+            visitor("DE", Os::Tizen, Tv, None, Broadband),
+        ];
+        for capped in [&[][..], &["capped", "dating"][..]] {
+            for visitor in &visitors {
+                let decide_with = |campaign: &Campaign| {
+                    let decision = decide(
+                        &DecisionInput {
+                            rules: &rules,
+                            campaign,
+                            visitor,
+                            params: &QueryParams::default(),
+                            availability: &CappedOffers(capped),
+                            policy: &WeightedRandom,
+                        },
+                        &mut rand::rngs::StdRng::seed_from_u64(1),
+                    );
+                    // The offer always comes from `rules`, whichever campaign object asked.
+                    let offer = decision.offer.map(|o| {
+                        assert!(Arc::ptr_eq(o, rules.offer(&o.id).unwrap()));
+                        o.id.clone()
+                    });
+                    (decision.route, offer, decision.target.as_str().to_string())
+                };
+                assert_eq!(decide_with(own), decide_with(foreign), "{visitor:?}");
+            }
         }
     }
 

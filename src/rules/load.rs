@@ -312,24 +312,24 @@ pub fn load_from_sources(files: &[(PathBuf, String)]) -> Result<RuleSet, Vec<Rul
             .sort_by_key(|e| (order.get(e.file.as_path()).copied(), e.line));
         return Err(loader.errors);
     }
-    Ok(RuleSet {
-        version: version_of(files),
-        offers: loader
+    Ok(RuleSet::new(
+        version_of(files),
+        loader
             .offers
             .into_iter()
             .map(|(k, v)| (k, Arc::new(v)))
             .collect(),
-        sources: loader
+        loader
             .sources
             .into_iter()
             .map(|(k, v)| (k, Arc::new(v)))
             .collect(),
-        campaigns: loader
+        loader
             .campaigns
             .into_iter()
             .map(|(k, v)| (k, Arc::new(v)))
             .collect(),
-    })
+    ))
 }
 
 struct SourceFile<'a> {

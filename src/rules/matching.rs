@@ -39,7 +39,7 @@ pub struct Conditions {
 }
 
 /// One dimension's condition, already validated and normalised.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Condition {
     Text {
         dim: TextDim,
@@ -100,7 +100,7 @@ impl TextDim {
 }
 
 /// Values as written (for explain and the API) and case-folded (for matching).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct TextList {
     written: Box<[Box<str>]>,
     folded: Box<[Box<str>]>,
@@ -116,7 +116,13 @@ impl TextList {
     }
 
     fn contains(&self, candidate: &str) -> bool {
-        self.folded.iter().any(|f| eq_folded(candidate, f))
+        if candidate.is_ascii() {
+            self.folded
+                .iter()
+                .any(|f| candidate.eq_ignore_ascii_case(f))
+        } else {
+            self.folded.iter().any(|f| eq_folded(candidate, f))
+        }
     }
 }
 
@@ -388,6 +394,85 @@ impl Conditions {
     }
 }
 
+/// The distinct conditions of a campaign's routes and their offers, numbered, so that a click
+/// checks each at most once however many routes list it (`Verdicts`).
+#[derive(Debug, Default)]
+pub(crate) struct CheckSet {
+    checks: Vec<Condition>,
+}
+
+impl CheckSet {
+    /// The numbers of the tests of `lists`, in order, adding those not seen yet.
+    pub(crate) fn numbers(&mut self, lists: &[&Conditions]) -> Box<[u32]> {
+        let tests = lists.iter().flat_map(|list| &list.tests);
+        tests
+            .map(|test| {
+                let at = match self.checks.iter().position(|c| c == test) {
+                    Some(at) => at,
+                    None => {
+                        self.checks.push(test.clone());
+                        self.checks.len() - 1
+                    }
+                };
+                u32::try_from(at).expect("fewer than 2^32 conditions")
+            })
+            .collect()
+    }
+
+    pub(crate) fn verdicts<'a>(
+        &'a self,
+        visitor: &'a Visitor,
+        params: &'a QueryParams,
+    ) -> Verdicts<'a> {
+        Verdicts {
+            checks: &self.checks,
+            visitor,
+            params,
+            known: 0,
+            value: 0,
+        }
+    }
+}
+
+/// One click's verdicts on a `CheckSet`, each computed when first asked for (the first 64
+/// remembered; any further ones are checked every time).
+pub(crate) struct Verdicts<'a> {
+    checks: &'a [Condition],
+    visitor: &'a Visitor,
+    params: &'a QueryParams,
+    known: u64,
+    value: u64,
+}
+
+impl Verdicts<'_> {
+    /// Every numbered condition matches (none listed: true), as `Conditions::matches_all`.
+    pub(crate) fn all(&mut self, numbers: &[u32]) -> bool {
+        numbers.iter().all(|&n| self.get(n))
+    }
+
+    /// Some numbered condition matches (none listed: false), as `Conditions::matches_any`.
+    pub(crate) fn any(&mut self, numbers: &[u32]) -> bool {
+        numbers.iter().any(|&n| self.get(n))
+    }
+
+    fn get(&mut self, number: u32) -> bool {
+        let Some(bit) = 1u64.checked_shl(number) else {
+            return self.check(number);
+        };
+        if self.known & bit == 0 {
+            self.known |= bit;
+            if self.check(number) {
+                self.value |= bit;
+            }
+        }
+        self.value & bit != 0
+    }
+
+    fn check(&self, number: u32) -> bool {
+        self.checks[number as usize].matches(self.visitor, self.params)
+    }
+}
+
 /// As the TOML is written: `{"country": ["US"], "os_version_min": "12", "param.zone": ["1"]}`,
 /// so `GET /api/rules` mirrors the files.
 impl Serialize for Conditions {
@@ -465,6 +550,40 @@ mod tests {
 
     fn zone(value: &str) -> QueryParams {
         QueryParams(vec![("zone".into(), value.into())])
+    }
+
+    #[test]
+    fn a_check_set_numbers_equal_conditions_once_and_verdicts_agree_with_the_lists() {
+        let country = Conditions::new(vec![text(TextDim::Country, &["us", "DE"])]);
+        let both = Conditions::new(vec![
+            text(TextDim::Country, &["us", "DE"]),
+            param("zone", &["7"]),
+        ]);
+        let mut set = CheckSet::default();
+        let first = set.numbers(&[&country, &Conditions::default()]);
+        let second = set.numbers(&[&both, &country]);
+        assert_eq!(*first, [0]);
+        assert_eq!(*second, [0, 1, 0]);
+        // More conditions than the verdicts remember (`zone = ["7"]` is number 1 already): the
+        // rest are checked every time.
+        let many: Vec<Conditions> = (0..70)
+            .map(|n| Conditions::new(vec![param("zone", &[&n.to_string()])]))
+            .collect();
+        let numbers: Vec<u32> = many.iter().map(|c| set.numbers(&[c])[0]).collect();
+        assert_eq!((numbers[7], numbers[69]), (1, 70));
+        let visitor = us_android_phone();
+        for zone_value in ["7", "8", "68"] {
+            let params = zone(zone_value);
+            let mut verdicts = set.verdicts(&visitor, &params);
+            for _ in 0..2 {
+                assert_eq!(verdicts.all(&second), both.matches_all(&visitor, &params));
+                assert_eq!(verdicts.any(&second), both.matches_any(&visitor, &params));
+                assert!(verdicts.all(&[]) && !verdicts.any(&[]));
+                for (n, c) in numbers.iter().zip(&many) {
+                    assert_eq!(verdicts.all(&[*n]), c.matches_all(&visitor, &params));
+                }
+            }
+        }
     }
 
     #[test]

@@ -9,10 +9,14 @@ use std::sync::Arc;
 use serde::{Serialize, Serializer};
 
 use crate::money::Money;
-use crate::rules::matching::Conditions;
+use crate::rules::matching::{CheckSet, Conditions, Verdicts};
 use crate::template::UrlTemplate;
+use crate::visitor::{QueryParams, Visitor};
 
 /// Every rule in force, with a version that changes whenever any file's content changes.
+///
+/// Built once (by `RuleSet::new`) and never changed afterwards: the offers each campaign names
+/// are resolved at construction, so the maps must not be edited in place.
 #[derive(Debug, Default)]
 pub struct RuleSet {
     /// Content hash of all rule files, as hex; used for `If-Match` and `GET /api/rules`.
@@ -20,9 +24,32 @@ pub struct RuleSet {
     pub offers: HashMap<String, Arc<Offer>>,
     pub sources: HashMap<String, Arc<Source>>,
     pub campaigns: HashMap<String, Arc<Campaign>>,
+    /// Each campaign's routes resolved, sorted by the campaign's address (see `resolved`).
+    resolved: ResolvedCampaigns,
 }
 
 impl RuleSet {
+    /// Assembles a rule set and resolves the offer of every campaign's primaries and fallbacks.
+    pub fn new(
+        version: String,
+        offers: HashMap<String, Arc<Offer>>,
+        sources: HashMap<String, Arc<Source>>,
+        campaigns: HashMap<String, Arc<Campaign>>,
+    ) -> RuleSet {
+        let mut resolved: Vec<ResolvedCampaign> = campaigns
+            .values()
+            .map(|campaign| ResolvedCampaign::resolve(campaign, &offers))
+            .collect();
+        resolved.sort_unstable_by_key(|c| c.address());
+        RuleSet {
+            version,
+            offers,
+            sources,
+            campaigns,
+            resolved: ResolvedCampaigns(resolved),
+        }
+    }
+
     pub fn campaign(&self, id: &str) -> Option<&Arc<Campaign>> {
         self.campaigns.get(id)
     }
@@ -33,6 +60,112 @@ impl RuleSet {
 
     pub fn source(&self, id: &str) -> Option<&Arc<Source>> {
         self.sources.get(id)
+    }
+
+    /// `campaign`'s routes as resolved when the set was built, found without hashing any id.
+    /// `None` when `campaign` is not one of this set's own campaigns (the same object, not
+    /// merely the same id): look its offers up by id then.
+    pub(crate) fn resolved(&self, campaign: &Campaign) -> Option<&ResolvedCampaign> {
+        // Every entry holds its campaign alive, so no other campaign can have its address.
+        let address = std::ptr::from_ref(campaign) as usize;
+        let entries = &self.resolved.0;
+        entries
+            .binary_search_by_key(&address, ResolvedCampaign::address)
+            .ok()
+            .map(|i| &entries[i])
+    }
+}
+
+/// Every campaign's routes resolved, sorted by campaign address; printed as a count only.
+#[derive(Default)]
+struct ResolvedCampaigns(Vec<ResolvedCampaign>);
+
+impl std::fmt::Debug for ResolvedCampaigns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} campaigns", self.0.len())
+    }
+}
+
+/// One campaign's routes resolved, in the campaign's order: `primary(i)` is
+/// `campaign.primary[i]`, `fallback(i)` is `campaign.fallback[i]`; `None` where the rule set
+/// has no such offer (validation refuses that, so only for hand-built sets).
+#[derive(Debug)]
+pub(crate) struct ResolvedCampaign {
+    campaign: Arc<Campaign>,
+    /// Every distinct condition of the routes and their offers.
+    checks: CheckSet,
+    primary: Box<[Option<RouteChecks>]>,
+    fallback: Box<[Option<RouteChecks>]>,
+}
+
+impl ResolvedCampaign {
+    fn resolve(campaign: &Arc<Campaign>, offers: &HashMap<String, Arc<Offer>>) -> ResolvedCampaign {
+        let mut checks = CheckSet::default();
+        let mut route = |id: &str, matches: &Conditions, excludes: &Conditions| {
+            let offer = offers.get(id)?;
+            Some(RouteChecks {
+                offer: Arc::clone(offer),
+                all: checks.numbers(&[matches, &offer.matches]),
+                none: checks.numbers(&[excludes, &offer.excludes]),
+            })
+        };
+        let primary = (campaign.primary.iter())
+            .map(|p| route(&p.offer, &p.matches, &p.excludes))
+            .collect();
+        let fallback = (campaign.fallback.iter())
+            .map(|f| route(&f.offer, &f.matches, &f.excludes))
+            .collect();
+        ResolvedCampaign {
+            campaign: Arc::clone(campaign),
+            checks,
+            primary,
+            fallback,
+        }
+    }
+
+    fn address(&self) -> usize {
+        Arc::as_ptr(&self.campaign) as usize
+    }
+
+    /// A click's verdicts on this campaign's conditions, each worked out once.
+    pub(crate) fn verdicts<'a>(
+        &'a self,
+        visitor: &'a Visitor,
+        params: &'a QueryParams,
+    ) -> Verdicts<'a> {
+        self.checks.verdicts(visitor, params)
+    }
+
+    /// Primary `index`. Panics when `index` is out of range.
+    #[inline]
+    pub(crate) fn primary(&self, index: usize) -> Option<&RouteChecks> {
+        self.primary[index].as_ref()
+    }
+
+    /// Fallback `index`. Panics when `index` is out of range.
+    #[inline]
+    pub(crate) fn fallback(&self, index: usize) -> Option<&RouteChecks> {
+        self.fallback[index].as_ref()
+    }
+}
+
+/// A primary or fallback with its offer, and its conditions and the offer's as numbers into
+/// the campaign's `CheckSet` (the lists as written stay on the route and offer for `explain`).
+#[derive(Debug)]
+pub(crate) struct RouteChecks {
+    pub offer: Arc<Offer>,
+    /// The route's `match` and the offer's: all must match.
+    all: Box<[u32]>,
+    /// The route's `exclude` and the offer's: none may match.
+    none: Box<[u32]>,
+}
+
+impl RouteChecks {
+    /// `match` passes and `exclude` does not, for the route and its offer together; the
+    /// offer's pause and cap are the caller's.
+    #[inline]
+    pub(crate) fn conditions_pass(&self, verdicts: &mut Verdicts<'_>) -> bool {
+        verdicts.all(&self.all) && !verdicts.any(&self.none)
     }
 }
 
