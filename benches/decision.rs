@@ -296,7 +296,7 @@ fn build() -> Fixture {
     }
     // Conversions due after `NOW_MS` have not happened yet.
 
-    let spec = CampaignSpec::from_rules(&campaign, &rules, |_| true);
+    let spec = CampaignSpec::from_rules(&campaign, &rules, |_| true, |offer| offer.payout.to_f64());
     assert_eq!(spec.arms.len(), FALLBACKS);
     let allocator = Allocator::new();
     allocator.publish(

@@ -474,14 +474,12 @@ pub fn specs(
         .values()
         .filter(|campaign| !campaign.fallback.is_empty())
         .map(|campaign| {
-            let mut spec =
-                CampaignSpec::from_rules(campaign, rules, |offer| !availability.is_capped(offer));
-            for arm in &mut spec.arms {
-                if let Some(offer) = rules.offer(&arm.offer) {
-                    arm.payout = payout(offer);
-                }
-            }
-            spec
+            CampaignSpec::from_rules(
+                campaign,
+                rules,
+                |offer| !availability.is_capped(offer),
+                payout,
+            )
         })
         .collect();
     specs.sort_by(|a, b| a.id.cmp(&b.id));

@@ -115,11 +115,13 @@ pub struct CampaignSpec {
 }
 
 impl CampaignSpec {
-    /// The fallbacks of `campaign` whose offer exists and passes `available` (paused, capped).
+    /// The fallbacks of `campaign` whose offer exists and passes `available` (paused, capped),
+    /// each with `payout(offer)`: its configured payout in base currency.
     pub fn from_rules(
         campaign: &Campaign,
         rules: &RuleSet,
         available: impl Fn(&Offer) -> bool,
+        payout: impl Fn(&Offer) -> f64,
     ) -> CampaignSpec {
         let arms = campaign
             .fallback
@@ -131,7 +133,7 @@ impl CampaignSpec {
                     offer: f.offer.clone(),
                     fallback: i,
                     weight: f.weight,
-                    payout: offer.payout.to_f64(),
+                    payout: payout(offer),
                 })
             })
             .collect();
@@ -615,7 +617,7 @@ impl Evidence {
                 .collect();
             let segments = match self.campaigns.get_mut(&spec.id) {
                 Some(c) => {
-                    let changed = detect_changes(
+                    let (changed, recent_paid) = detect_changes(
                         c,
                         spec,
                         now_ms,
@@ -625,26 +627,6 @@ impl Evidence {
                         &self.delays,
                     );
                     self.changes += changed;
-                    // The configured payout is only a prior: what the recent past paid per
-                    // conversion replaces it, so a payout the network changed is not pulled
-                    // back to the configured one whenever old evidence is cut.
-                    let taus = *self.delays.taus();
-                    let recent_paid: Vec<(f64, f64)> = spec
-                        .arms
-                        .iter()
-                        .map(|arm| match c.offer_index.get(&arm.offer) {
-                            Some(&o) => {
-                                let (_, k, r) = c.recent[o].read(
-                                    now_ms,
-                                    &self.recent_config,
-                                    &taus,
-                                    &self.delays.weights(),
-                                );
-                                (k, r)
-                            }
-                            None => (0.0, 0.0),
-                        })
-                        .collect();
                     campaign_tables(
                         c,
                         spec,
@@ -670,7 +652,10 @@ impl Evidence {
 /// memory of the root key. A shift of more than `change_z` standard errors keeps only
 /// `change_keep` of the offer's old evidence in every key, so a halved payout or a broken landing
 /// page is followed within the few hundred clicks it takes to show, not within the half-lives.
-/// Returns the number of offers cut.
+/// Returns the number of offers cut, and per arm of `spec` the recent memory's (conversions,
+/// revenue) as left after any cut: the configured payout is only a prior, and what the recent
+/// past paid per conversion replaces it, so a payout the network changed is not pulled back to
+/// the configured one whenever old evidence is cut.
 fn detect_changes(
     c: &mut CampaignEvidence,
     spec: &CampaignSpec,
@@ -679,19 +664,19 @@ fn detect_changes(
     recent_config: &BanditConfig,
     whole_config: &BanditConfig,
     delays: &DelayModel,
-) -> u64 {
+) -> (u64, Vec<(f64, f64)>) {
     let taus = *delays.taus();
     let mut changed = 0;
+    let mut recent_paid = vec![(0.0, 0.0); spec.arms.len()];
     // Only offers that get traffic: a paused or capped one's recent memory only empties.
-    let available: Vec<usize> = spec
-        .arms
-        .iter()
-        .filter_map(|arm| c.offer_index.get(&arm.offer).copied())
-        .collect();
-    for o in available {
+    for (arm, paid) in spec.arms.iter().zip(&mut recent_paid) {
+        let Some(&o) = c.offer_index.get(&arm.offer) else {
+            continue;
+        };
         let weights = c.delay_weights(o, delays, config.delay_prior_count);
         let (el, kl, rl, sql) = c.whole[o].read_all(now_ms, whole_config, &taus, &weights);
         let (es, ks, rs, _) = c.recent[o].read_all(now_ms, recent_config, &taus, &weights);
+        *paid = (ks, rs);
         if kl < CHANGE_MIN_CONVERSIONS || el <= 0.0 {
             continue;
         }
@@ -725,10 +710,11 @@ fn detect_changes(
             c.whole[o].scale(config.change_keep);
             c.recent[o].advance(now_ms, recent_config, &taus);
             c.recent[o].scale(config.change_keep);
+            *paid = (ks * config.change_keep, rs * config.change_keep);
             changed += 1;
         }
     }
-    changed
+    (changed, recent_paid)
 }
 
 /// Conversions both memories need before the change detector compares them.
