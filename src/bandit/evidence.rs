@@ -194,7 +194,7 @@ impl Stat {
         self.revenue *= g;
         self.revenue_sq *= g;
         for (p, tau) in self.pending.iter_mut().zip(taus) {
-            *p *= g * (-dt / tau).exp();
+            *p *= g * decay(dt / tau);
         }
         self.t = self.t.max(t);
         self.n = self.count;
@@ -207,9 +207,8 @@ impl Stat {
             *p += 1.0;
         }
         self.count += 1.0;
-        self.rate = self.rate
-            * (-((at_ms - self.rate_t).max(0) as f64) / config.rate_window_ms).exp()
-            + 1.0;
+        self.rate =
+            self.rate * decay((at_ms - self.rate_t).max(0) as f64 / config.rate_window_ms) + 1.0;
         self.rate_t = self.rate_t.max(at_ms);
     }
 
@@ -297,7 +296,18 @@ impl Stat {
 const MAX_DELAY_WEIGHT: f64 = 10.0;
 
 fn fade(dt: f64, dn: f64, config: &BanditConfig) -> f64 {
-    (-(dt / config.time_half_life_ms + dn / config.click_half_life) * std::f64::consts::LN_2).exp()
+    decay((dt / config.time_half_life_ms + dn / config.click_half_life) * std::f64::consts::LN_2)
+}
+
+/// `e^-x` for `x ≥ 0`. Every click advances each of its sums by the milliseconds since the one
+/// before, so `x` is nearly always tiny, where four terms of the series are within 5e-10 of it and
+/// cost a fraction of `exp` (which the learner would otherwise call ~170 times a click).
+fn decay(x: f64) -> f64 {
+    if x < 0.01 {
+        1.0 - x * (1.0 - x * (0.5 - x / 6.0))
+    } else {
+        (-x).exp()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -902,4 +912,21 @@ fn campaign_tables(
     c.prior_cache = priors;
     c.cache_arms = spec.arms.clone();
     out
+}
+
+#[cfg(test)]
+mod decay_tests {
+    use super::decay;
+
+    #[test]
+    fn decay_matches_exp_on_both_sides_of_the_series_cut() {
+        for i in 0..=4000 {
+            let x = i as f64 * 1e-5;
+            let exact = (-x).exp();
+            assert!((decay(x) - exact).abs() <= 5e-10 * exact, "x = {x}");
+        }
+        for x in [0.5, 1.0, 10.0, 700.0] {
+            assert_eq!(decay(x), (-x).exp());
+        }
+    }
 }

@@ -155,7 +155,14 @@ fn click_cookie(
     click_id: &str,
     window_days: u32,
 ) -> Result<actix_web::http::header::HeaderValue, actix_web::http::header::InvalidHeaderValue> {
-    let secure = req.connection_info().scheme() == "https";
+    // The scheme as the visitor's browser saw it: TLS here, or at a proxy that says so. Read
+    // directly rather than through `connection_info()`, which parses every forwarding header
+    // and allocates on each click.
+    let secure = req.app_config().secure()
+        || req
+            .headers()
+            .get("x-forwarded-proto")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
     let same_site = if secure {
         "SameSite=None; Secure"
     } else {
