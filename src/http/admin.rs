@@ -14,7 +14,7 @@ use serde_json::json;
 use crate::bandit::Segment;
 use crate::click::ClickMacros;
 use crate::decide::{explain as explain_decision, DecisionInput};
-use crate::http::auth::{is_admin, may_write, unauthorized};
+use crate::http::auth::{is_admin, unauthorized, write_refusal};
 use crate::http::error::json_error;
 use crate::http::AppState;
 use crate::rules::edit::{valid_id, Change, EditError, Kind};
@@ -98,20 +98,20 @@ fn one_rule(set: &RuleSet, kind: Kind, value: serde_json::Value) -> serde_json::
 }
 
 /// Checks the path: a known kind and a valid id; the error answer otherwise.
-fn target(path: &(String, String)) -> Result<(Kind, &str), HttpResponse> {
+fn target(path: &(String, String)) -> Result<(Kind, &str), Box<HttpResponse>> {
     let Some(kind) = kind_of(&path.0) else {
-        return Err(json_error(
+        return Err(Box::new(json_error(
             StatusCode::NOT_FOUND,
             "not_found",
             "no such endpoint",
-        ));
+        )));
     };
     if !valid_id(&path.1) {
-        return Err(json_error(
+        return Err(Box::new(json_error(
             StatusCode::BAD_REQUEST,
             "bad_id",
             "an id is 1 to 64 of a-z, 0-9, _ and -",
-        ));
+        )));
     }
     Ok((kind, path.1.as_str()))
 }
@@ -135,7 +135,7 @@ pub async fn get_rule(
     }
     let (kind, id) = match target(&path) {
         Ok(target) => target,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let set = state.rules.load_full();
     match rule_json(&set, kind, id) {
@@ -170,12 +170,12 @@ pub async fn put_rule(
     body: web::Bytes,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    if let Err(response) = may_write(&req, &state) {
-        return response;
+    if let Some(refusal) = write_refusal(&req, &state) {
+        return refusal;
     }
     let (kind, id) = match target(&path) {
         Ok(target) => target,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let body: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(body) => body,
@@ -196,12 +196,12 @@ pub async fn delete_rule(
     path: web::Path<(String, String)>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    if let Err(response) = may_write(&req, &state) {
-        return response;
+    if let Some(refusal) = write_refusal(&req, &state) {
+        return refusal;
     }
     let (kind, id) = match target(&path) {
         Ok(target) => target,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     change(&req, &state, kind, id.to_string(), Change::Delete).await
 }

@@ -39,13 +39,13 @@ pub fn is_admin(req: &HttpRequest, state: &AppState) -> bool {
 }
 
 /// May this request change rules? The bearer token always may; a session cookie only with the
-/// same-origin proof described at the top of this file. `Err` is the answer to send.
-pub fn may_write(req: &HttpRequest, state: &AppState) -> Result<(), HttpResponse> {
+/// same-origin proof described at the top of this file. `Some` is the refusal to answer with.
+pub fn write_refusal(req: &HttpRequest, state: &AppState) -> Option<HttpResponse> {
     if has_bearer(req, state) {
-        return Ok(());
+        return None;
     }
     if !has_session(req, state) {
-        return Err(unauthorized());
+        return Some(unauthorized());
     }
     let header = |name: &str| {
         req.headers()
@@ -54,7 +54,7 @@ pub fn may_write(req: &HttpRequest, state: &AppState) -> Result<(), HttpResponse
             .map(str::trim)
     };
     if header("x-requested-with").is_none_or(str::is_empty) {
-        return Err(forbidden(
+        return Some(forbidden(
             "a change made with the session cookie needs the X-Requested-With header",
         ));
     }
@@ -64,10 +64,10 @@ pub fn may_write(req: &HttpRequest, state: &AppState) -> Result<(), HttpResponse
             .split_once("://")
             .is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(&host));
         if !same {
-            return Err(forbidden("the request's Origin is not this server"));
+            return Some(forbidden("the request's Origin is not this server"));
         }
     }
-    Ok(())
+    None
 }
 
 fn forbidden(message: &str) -> HttpResponse {

@@ -51,6 +51,8 @@ impl Kind {
                 "daily_cap",
                 "cap_timezone",
                 "paused",
+                "match",
+                "exclude",
             ],
             Kind::Source => &[
                 "id",
@@ -61,7 +63,9 @@ impl Kind {
                 "postback_events",
                 "postback_statuses",
             ],
-            Kind::Campaign => &["id", "source", "redirect", "backlink", "bot_url"],
+            Kind::Campaign => &[
+                "id", "source", "redirect", "backlink", "bot_url", "primary", "fallback",
+            ],
         }
     }
 }
@@ -497,10 +501,11 @@ fn campaign_file(table: &toml::Table) -> String {
 }
 
 /// Keys of primaries and fallbacks, in the order they are written.
-const ROUTE_KEYS: &[&str] = &["offer", "weight"];
+const ROUTE_KEYS: &[&str] = &["offer", "weight", "match", "exclude"];
 
-/// A table written with its keys in a readable order: `prefer` first, then the other plain
-/// values, then tables (`match`, `exclude`) and lists of tables (`primary`, `fallback`).
+/// A table written with its keys in a readable order: plain values before tables (`match`,
+/// `exclude`) and lists of tables (`primary`, `fallback`), each group in `prefer` order, then
+/// any other key alphabetically.
 struct Ordered<'a> {
     table: &'a toml::Table,
     prefer: &'static [&'static str],
@@ -516,7 +521,14 @@ fn is_table_like(value: &toml::Value) -> bool {
 
 impl Serialize for Ordered<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut keys: Vec<&String> = self.table.keys().collect();
+        // An empty `match` or `exclude` is no condition at all: left out.
+        let mut keys: Vec<&String> = (self.table.iter())
+            .filter(|(k, v)| {
+                !(matches!(k.as_str(), "match" | "exclude")
+                    && v.as_table().is_some_and(toml::Table::is_empty))
+            })
+            .map(|(k, _)| k)
+            .collect();
         keys.sort_by_key(|k| {
             (
                 is_table_like(&self.table[k.as_str()]),
@@ -656,7 +668,7 @@ mod tests {
             .unwrap();
         let set = editor.current.load();
         assert!(set.offer("o2").unwrap().paused);
-        assert_eq!(set.offer("o1").unwrap().matches.is_empty(), false);
+        assert!(!set.offer("o1").unwrap().matches.is_empty());
         let text = std::fs::read_to_string(editor.rules_dir.join("offers.toml")).unwrap();
         let o1 = text.find("id = \"o1\"").unwrap();
         let o2 = text.find("id = \"o2\"").unwrap();
