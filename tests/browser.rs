@@ -1,7 +1,8 @@
 //! The dashboard in a real browser: headless Chromium driven over WebDriver (`chromedriver`).
 //! It logs in through the form, reads the earnings table and checks it against `/api/report`,
 //! shows a validation error, changes a fallback weight in the editor and checks that the change
-//! is in force and on disk. A screenshot goes to `target/tmp/dashboard.png`.
+//! is in force and on disk. Screenshots go to `target/tmp/dashboard.png` and (with the day chart
+//! drawn from a stand-in day report) `target/tmp/dashboard-day-chart.png`.
 //!
 //! Without `chromium` and `chromedriver` on PATH the test says so loudly and passes, unless
 //! `SMARTLINK_REQUIRE_BROWSER=1` (as `.ci/run` sets it), when it fails.
@@ -129,16 +130,15 @@ impl Browser {
         if method != reqwest::Method::GET {
             request = request.json(&body);
         }
-        let response: Value = request
+        let response = request
             .timeout(Duration::from_secs(30))
             .send()
             .await
-            .expect("webdriver answers")
-            .json()
-            .await
-            .unwrap();
-        if response["value"].get("error").is_some() {
-            panic!("webdriver {path}: {response}");
+            .expect("webdriver answers");
+        let status = response.status();
+        let response: Value = response.json().await.unwrap();
+        if !status.is_success() {
+            panic!("webdriver {path}: {status} {response}");
         }
         response["value"].clone()
     }
@@ -400,6 +400,25 @@ async fn the_dashboard_shows_the_reported_numbers_and_applies_a_weight_change() 
         )
         .await;
 
+    // Clicks and revenue by day: drawn when the server groups by day, else its error is shown.
+    let by_day = app
+        .api(&format!(
+            "/api/report?group_by=day&from={}&to={}&tz=UTC",
+            range[0].as_str().unwrap(),
+            range[1].as_str().unwrap()
+        ))
+        .await;
+    let days_shown = browser
+        .script(
+            "return {bars: document.querySelectorAll('#chart-days rect').length,
+                     error: document.querySelectorAll('#chart-days .error').length}",
+        )
+        .await;
+    if by_day.status() == 200 {
+        assert_eq!(days_shown, json!({"bars": 7, "error": 0}));
+    } else {
+        assert_eq!(days_shown, json!({"bars": 0, "error": 1}));
+    }
     // An invalid weight: the validation errors are shown and nothing changes.
     let before = std::fs::read_to_string(app.rules_dir.join("campaigns/split.toml")).unwrap();
     browser.type_into("#weight-split-1", "0").await;
@@ -449,6 +468,14 @@ async fn the_dashboard_shows_the_reported_numbers_and_applies_a_weight_change() 
         )
         .await;
     assert_eq!(shown_version, rules["version"]);
+    // The shares chart's split by weight follows: 7.5 / (2 + 7.5).
+    browser
+        .wait_for(
+            "the new split by weight",
+            "return Array.from(document.querySelectorAll('#chart-shares title'))
+               .some(t => t.textContent === 'by weight (no evidence yet) → vpn-any: 78.9%');",
+        )
+        .await;
 
     // Pausing an offer from the list.
     browser.click("#pause-vpn-any").await;
@@ -471,10 +498,39 @@ async fn the_dashboard_shows_the_reported_numbers_and_applies_a_weight_change() 
         .await;
 
     browser.script("window.scrollTo(0, 0)").await;
+    save_screenshot(&browser, "dashboard.png").await;
+
+    // The day chart's drawing, fed a day report shaped as SPEC §12 says in place of the server's.
+    browser
+        .script(
+            "const real = window.fetch;
+             window.fetch = (url, options) => String(url).includes('group_by=day')
+               ? Promise.resolve(new Response(JSON.stringify({currency: 'USD', rows: [
+                   {day: document.getElementById('to').value, clicks: 9, revenue: 4.55},
+                   {day: document.getElementById('from').value, clicks: 3, revenue: 0}],
+                   totals: {}}), {status: 200}))
+               : real(url, options);
+             document.getElementById('apply-range').click();",
+        )
+        .await;
+    browser
+        .wait_for(
+            "the day chart",
+            "return document.querySelectorAll('#chart-days rect').length === 7
+                && document.querySelectorAll('#chart-days circle').length === 7
+                && document.querySelector('#chart-days polyline') !== null",
+        )
+        .await;
+
+    browser.script("window.scrollTo(0, 0)").await;
+    save_screenshot(&browser, "dashboard-day-chart.png").await;
+    browser.quit().await;
+}
+
+async fn save_screenshot(browser: &Browser, name: &str) {
     let png = browser.screenshot().await;
     assert!(png.starts_with(b"\x89PNG"), "not a PNG");
-    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
     std::fs::write(&path, &png).unwrap();
     eprintln!("screenshot: {}", path.display());
-    browser.quit().await;
 }

@@ -477,8 +477,17 @@ pub async fn allocation(
         .into_iter()
         .map(|campaign| {
             let table = tables.campaigns.get(&campaign.id);
+            // Weights as the rules in force say (a change is in the tables from the next
+            // recomputation on).
+            let weight_now = |offer: &str, fallback: usize, was: f64| {
+                (campaign.fallback.get(fallback).filter(|f| f.offer == offer))
+                    .or_else(|| campaign.fallback.iter().find(|f| f.offer == offer))
+                    .map_or(was, |f| f.weight)
+            };
             let (offers, weights): (Vec<String>, Vec<f64>) = match table {
-                Some(t) => t.arms.iter().map(|a| (a.offer.clone(), a.weight)).unzip(),
+                Some(t) => (t.arms.iter())
+                    .map(|a| (a.offer.clone(), weight_now(&a.offer, a.fallback, a.weight)))
+                    .unzip(),
                 None => campaign
                     .fallback
                     .iter()

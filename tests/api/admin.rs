@@ -531,6 +531,60 @@ async fn allocation_shows_each_campaigns_fallback_shares() {
 }
 
 #[tokio::test]
+async fn allocation_names_the_segments_the_optimiser_learnt_from() {
+    let app = spawn_app_with(|config| config.bandit.refresh_ms = 100).await;
+    let mut converted = 0;
+    for _ in 0..12 {
+        let response = app.click("split", "", TELEKOM_DE_IP, IPHONE_SAFARI).await;
+        if let Some(id) = query_param(&location(&response), "cid") {
+            if converted < 4 {
+                let (status, body) = app.postback(&format!("clickid={id}&payout=2")).await;
+                assert_eq!(status, 200, "{body}");
+                converted += 1;
+            }
+        }
+    }
+    assert!(converted > 0, "no click went to dating-global");
+    let mut body = Value::Null;
+    for _ in 0..100 {
+        body = app
+            .api("/api/allocation?campaign=split")
+            .await
+            .json()
+            .await
+            .unwrap();
+        if body["campaigns"][0]["segments"]
+            .as_array()
+            .is_some_and(|s| s.len() > 1)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let split = &body["campaigns"][0];
+    assert_eq!(split["learnt"], true, "{body}");
+    let segments = split["segments"].as_array().unwrap();
+    assert_eq!(segments[0]["segment"], "all visitors", "{body}");
+    assert_eq!(segments[0]["level"], 0);
+    let germany = segments
+        .iter()
+        .find(|s| s["segment"] == "DE")
+        .unwrap_or_else(|| panic!("no DE segment in {body}"));
+    assert_eq!(germany["country"], "DE");
+    assert!(germany["device"].is_null());
+    for segment in segments {
+        let shares = segment["shares"].as_array().unwrap();
+        assert_eq!(shares.len(), 2);
+        let sum: f64 = shares.iter().map(|s| s.as_f64().unwrap()).sum();
+        assert!((sum - 1.0).abs() < 1e-6, "{segment}");
+    }
+    assert!(
+        segments.iter().any(|s| s["level"] == 3 && s["os"] == "iOS"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
 async fn the_login_form_sets_an_http_only_session_cookie_that_opens_the_api() {
     let app = spawn_app().await;
     let page = app.get("/").await;

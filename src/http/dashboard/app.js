@@ -16,6 +16,13 @@
 
   function $(id) { return document.getElementById(id); }
 
+  // One colour per offer, the same in every chart: by the offer's place in the rules.
+  function colourIndex(offer) {
+    var ids = state.rules ? state.rules.offers.map(function (o) { return o.id; }) : [];
+    var i = ids.indexOf(offer);
+    return (i < 0 ? ids.length : i) % COLOURS.length;
+  }
+
   function el(tag, attrs, children) {
     var node = document.createElement(tag);
     setAttrs(node, attrs);
@@ -211,7 +218,7 @@
       var y = 4 + i * row;
       var w = Math.max(0, item.value) / max * (width - left - right);
       chart.appendChild(svg("text", { x: left - 8, y: y + row / 2 + 4, "text-anchor": "end", className: "label", text: item.label }));
-      chart.appendChild(svg("rect", { x: left, y: y + 3, width: Math.max(w, 1), height: row - 8, rx: 3, fill: COLOURS[i % COLOURS.length] }, [
+      chart.appendChild(svg("rect", { x: left, y: y + 3, width: Math.max(w, 1), height: row - 8, rx: 3, fill: COLOURS[colourIndex(item.label)] }, [
         svg("title", { text: item.label + ": " + format(item.value) })
       ]));
       chart.appendChild(svg("text", { x: left + w + 6, y: y + row / 2 + 4, className: "value", text: format(item.value) }));
@@ -253,7 +260,7 @@
   function dayChart(container, days) {
     clear(container);
     if (days.length === 0) return empty(container, "No days in this range.");
-    var width = 900, height = 240, left = 48, right = 60, top = 12, bottom = 36;
+    var width = 1300, height = 260, left = 48, right = 60, top = 12, bottom = 36;
     var plotW = width - left - right, plotH = height - top - bottom;
     var maxClicks = Math.max.apply(null, days.map(function (d) { return d.clicks; })) || 1;
     var maxRevenue = Math.max.apply(null, days.map(function (d) { return d.revenue; })) || 1;
@@ -302,14 +309,14 @@
       clear(container);
       if (!c || c.offers.length === 0) return empty(container, "This campaign has no fallback pool.");
       var rows = [{ segment: "by weight (no evidence yet)", shares: c.weights }].concat(c.segments);
-      var width = 900, row = 26, left = 260;
+      var width = 1300, row = 26, left = 300;
       var chart = svg("svg", { viewBox: "0 0 " + width + " " + (rows.length * row + 8), role: "img", className: "shares" });
       rows.forEach(function (r, i) {
         var y = 4 + i * row, x = left;
         chart.appendChild(svg("text", { x: left - 8, y: y + row / 2 + 4, "text-anchor": "end", className: "label", text: r.segment }));
         r.shares.forEach(function (share, k) {
           var w = share * (width - left - 10);
-          chart.appendChild(svg("rect", { x: x, y: y + 3, width: Math.max(w, 0), height: row - 8, fill: COLOURS[k % COLOURS.length] }, [
+          chart.appendChild(svg("rect", { x: x, y: y + 3, width: Math.max(w, 0), height: row - 8, fill: COLOURS[colourIndex(c.offers[k])] }, [
             svg("title", { text: r.segment + " → " + c.offers[k] + ": " + (share * 100).toFixed(1) + "%" })
           ]));
           if (w > 44) {
@@ -320,7 +327,7 @@
       });
       container.appendChild(chart);
       container.appendChild(el("p", { className: "legend" }, c.offers.map(function (offer, k) {
-        return el("span", { className: "legend-item" }, [el("span", { className: "swatch c" + (k % COLOURS.length) }), " " + offer + "  "]);
+        return el("span", { className: "legend-item" }, [el("span", { className: "swatch c" + colourIndex(offer) }), " " + offer + "  "]);
       })));
       var note = c.learnt ? "Segments with evidence of their own; others use their parent's shares." :
         "No allocation published yet: traffic splits by weight.";
