@@ -288,9 +288,11 @@ async fn the_dashboard_shows_the_reported_numbers_and_applies_a_weight_change() 
             !required,
             "SMARTLINK_REQUIRE_BROWSER=1 but chromium and chromedriver are not both on PATH"
         );
-        eprintln!(
-            "\n!!!!!!!!\n!!! SKIPPED: the dashboard browser test needs `chromium` and `chromedriver` on PATH \
-             (Debian: apt-get install chromium chromium-driver)\n!!!!!!!!\n"
+        // Straight to stderr, past the test harness's capture, so the skip is seen.
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            b"\n!!!!!!!!\n!!! SKIPPED: the dashboard browser test needs `chromium` and `chromedriver` \
+              on PATH (Debian: apt-get install chromium chromium-driver)\n!!!!!!!!\n",
         );
         return;
     };

@@ -76,6 +76,13 @@ pub async fn login(req: HttpRequest, body: web::Bytes, state: web::Data<AppState
         .finish()
 }
 
+/// `GET /login` (a bookmark, a reload after a refused login): the form is at `/`.
+pub async fn to_index() -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, "/"))
+        .finish()
+}
+
 /// `POST /logout`: ends the session and goes back to the login form.
 pub async fn logout(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     if let Some(id) = session::cookie(&req) {

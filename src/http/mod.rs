@@ -83,6 +83,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/login")
             .app_data(web::PayloadConfig::new(dashboard::MAX_LOGIN_BODY))
+            .route(web::get().to(dashboard::to_index))
             .route(web::post().to(dashboard::login)),
     )
     .route("/logout", web::post().to(dashboard::logout))

@@ -388,7 +388,7 @@ impl RuleEditor {
             return (table, vec![error("", message)]);
         };
         let mut errors = Vec::new();
-        if let Some(given) = object.get("id") {
+        if let Some(given) = object.get("id").filter(|v| !v.is_null()) {
             if given.as_str() != Some(id) {
                 errors.push(error(
                     "id",
