@@ -93,12 +93,19 @@ impl Application {
             Some(history(&store, clock.now_ms())),
         )
         .context("cannot start the fallback optimiser")?;
+        let editor = Arc::new(rules::RuleEditor::new(
+            settings.config.rules_dir.clone(),
+            rules.clone(),
+        ));
         let state = web::Data::new(AppState {
             settings,
             rules,
             classifier: Arc::new(classifier),
             store,
-            policy: allocator,
+            policy: allocator.clone(),
+            allocator,
+            editor,
+            sessions: Arc::default(),
             learning,
             metrics,
             clock,

@@ -39,6 +39,11 @@ impl Classifier {
         })
     }
 
+    /// Every carrier name the reference data knows (for naming bandit segments).
+    pub fn carrier_names(&self) -> Vec<String> {
+        self.network.carrier_names()
+    }
+
     pub fn classify(&self, ip: IpAddr, hints: &RequestHints<'_>) -> Visitor {
         let ip = ip.to_canonical();
         let geo = self.geo.lookup(ip);

@@ -188,6 +188,16 @@ impl NetworkDb {
         self.files.iter().try_for_each(MmdbFile::verify)
     }
 
+    /// Every carrier name the tables can give a visitor, sorted, each once.
+    pub fn carrier_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = (self.carriers.values().map(|c| c.name.clone()))
+            .chain(self.mcc_mnc.values().cloned())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
     /// Number of AS numbers in the carrier table.
     pub fn carrier_asn_count(&self) -> usize {
         self.carriers.len()

@@ -1,18 +1,21 @@
 //! The HTTP surface: shared state and the whole route table in one place.
 
+pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod click;
+pub mod dashboard;
 pub mod error;
 pub mod health;
 pub mod postback;
+pub mod session;
 
 use std::sync::Arc;
 
 use actix_web::web;
 use arc_swap::ArcSwap;
 
-use crate::bandit::FallbackPolicy;
+use crate::bandit::{Allocator, FallbackPolicy};
 use crate::caps::CapTracker;
 use crate::classify::Classifier;
 use crate::clock::Clock;
@@ -20,7 +23,7 @@ use crate::config::Settings;
 use crate::deliver::Deliverer;
 use crate::learning::Feed;
 use crate::metrics::Metrics;
-use crate::rules::RuleSet;
+use crate::rules::{RuleEditor, RuleSet};
 use crate::store::Store;
 
 /// Everything a handler may read; cloned cheaply into every worker.
@@ -31,6 +34,12 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// Samples the allocation tables the learner publishes.
     pub policy: Arc<dyn FallbackPolicy>,
+    /// The same tables, read by `/api/allocation`.
+    pub allocator: Arc<Allocator>,
+    /// Rule changes through the admin API, one at a time.
+    pub editor: Arc<RuleEditor>,
+    /// Dashboard logins.
+    pub sessions: Arc<crate::http::session::Sessions>,
     /// Evidence for the learner: residual clicks and their conversions.
     pub learning: Feed,
     pub metrics: Arc<Metrics>,
@@ -59,6 +68,27 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route("/pixel.gif", web::get().to(postback::pixel))
     .route("/api/report", web::get().to(api::report))
     .route("/api/postbacks", web::get().to(api::postbacks))
+    .route("/api/rules", web::get().to(admin::rules))
+    .service(
+        web::resource("/api/{kind:offers|sources|campaigns}/{id}")
+            .app_data(web::PayloadConfig::new(admin::MAX_RULE_BODY))
+            .route(web::get().to(admin::get_rule))
+            .route(web::put().to(admin::put_rule))
+            .route(web::delete().to(admin::delete_rule)),
+    )
+    .route("/api/explain", web::get().to(admin::explain))
+    .route("/api/allocation", web::get().to(admin::allocation))
+    .route("/api/openapi.json", web::get().to(admin::openapi))
+    .route("/", web::get().to(dashboard::index))
+    .service(
+        web::resource("/login")
+            .app_data(web::PayloadConfig::new(dashboard::MAX_LOGIN_BODY))
+            .route(web::get().to(dashboard::to_index))
+            .route(web::post().to(dashboard::login)),
+    )
+    .route("/logout", web::post().to(dashboard::logout))
+    .route("/assets/app.js", web::get().to(dashboard::app_js))
+    .route("/assets/app.css", web::get().to(dashboard::app_css))
     .route("/healthz", web::get().to(health::healthz))
     .route("/readyz", web::get().to(health::readyz))
     .route("/metrics", web::get().to(health::metrics));

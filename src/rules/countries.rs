@@ -30,6 +30,11 @@ XK \
 YE YT \
 ZA ZM ZW";
 
+/// Every code in the list, in order.
+pub fn codes() -> impl Iterator<Item = &'static str> {
+    CODES.split(' ')
+}
+
 /// Whether `code` (upper case) is a country the GeoIP databases can report.
 pub(crate) fn is_country(code: &str) -> bool {
     code.len() == 2 && CODES.split(' ').any(|c| c == code)

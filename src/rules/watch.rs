@@ -103,7 +103,8 @@ fn poll(
             (version, Err(errors))
         }
     };
-    if version == current.load().version {
+    let in_force = current.load_full();
+    if version == in_force.version {
         *state = PollState::default();
         return;
     }
@@ -116,8 +117,12 @@ fn poll(
         Ok(set) => {
             state.last_refused = None;
             let version = set.version.clone();
-            current.store(Arc::new(set));
-            on_event(ReloadEvent::Applied { version });
+            // Only over the set this poll compared with: one the admin API swapped in
+            // meanwhile (already what the files say) is not replaced by an older reading.
+            let previous = current.compare_and_swap(&in_force, Arc::new(set));
+            if Arc::ptr_eq(&previous, &in_force) {
+                on_event(ReloadEvent::Applied { version });
+            }
         }
         Err(errors) => {
             state.last_refused = Some(version.clone());

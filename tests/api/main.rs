@@ -1,5 +1,6 @@
 //! The HTTP suite: every test starts the real server on port 0 with its own rules and store.
 
+mod admin;
 mod cli;
 mod click;
 mod helpers;
