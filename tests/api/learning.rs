@@ -3,7 +3,6 @@
 //! to that offer; a restart and `smartlink explain` start from what was learnt.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::helpers::*;
@@ -43,13 +42,13 @@ fn add_learn_campaign(rules: &Path) {
 }
 
 /// A server with the `learn` campaign that refreshes its allocation every 100 ms, on the store
-/// at `store` when given.
-async fn spawn_learning_app(store: Option<PathBuf>) -> TestApp {
+/// of `store` when given.
+async fn spawn_learning_app(store: Option<&TestApp>) -> TestApp {
     spawn_app_with_rules(
         |config| {
             config.bandit.refresh_ms = 100;
-            if let Some(path) = store {
-                config.store.path = path;
+            if let Some(other) = store {
+                config.store = other.store_config.clone();
             }
         },
         add_learn_campaign,
@@ -189,7 +188,7 @@ async fn a_restarted_server_starts_from_what_it_learnt() {
     first.handle.stop(true).await;
 
     // No conversion reaches the second server: only the replayed history can favour offer-a.
-    let second = spawn_learning_app(Some(store_path(&first))).await;
+    let second = spawn_learning_app(Some(&first)).await;
     assert!(
         until_offer_a_leads(&second).await,
         "the restarted server did not favour offer-a"
@@ -201,6 +200,12 @@ async fn a_restarted_server_starts_from_what_it_learnt() {
 
 #[tokio::test]
 async fn explain_shows_the_allocation_learnt_by_a_running_server() {
+    if sqlite_only(
+        "explain_shows_the_allocation_learnt_by_a_running_server",
+        "explain reads the learnt allocation from a SQLite file only",
+    ) {
+        return;
+    }
     let app = spawn_learning_app(None).await;
     teach(&app).await;
     let config = app._dir.path().join("explain.toml");
@@ -214,7 +219,7 @@ async fn explain_shows_the_allocation_learnt_by_a_running_server() {
     )
     .unwrap();
     let output = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_smartlink"))
+        smartlink_command()
             .args([
                 "explain",
                 "--config",
