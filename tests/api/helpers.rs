@@ -32,7 +32,7 @@ pub struct TestApp {
     /// The store settings it runs with; another app given the same shares its store.
     pub store_config: StoreConfig,
     /// The private Redis this app started, in redis mode.
-    pub redis: Option<Arc<LocalRedis>>,
+    pub _redis: Option<Arc<LocalRedis>>,
     pub rules_dir: PathBuf,
     pub handle: ServerHandle,
     pub _dir: tempfile::TempDir,
@@ -150,7 +150,7 @@ pub async fn spawn_app_with_rules(
         client: client(),
         store,
         store_config,
-        redis,
+        _redis: redis,
         rules_dir,
         handle,
         _dir: dir,

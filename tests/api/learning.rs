@@ -35,7 +35,7 @@ offer = "offer-b"
 weight = 1.0
 "#;
 
-fn add_learn_campaign(rules: &Path) {
+pub fn add_learn_campaign(rules: &Path) {
     let offers = std::fs::read_to_string(rules.join("offers.toml")).unwrap();
     std::fs::write(rules.join("offers.toml"), offers + OFFERS).unwrap();
     std::fs::write(rules.join("campaigns/learn.toml"), CAMPAIGN).unwrap();
@@ -62,7 +62,7 @@ fn store_path(app: &TestApp) -> PathBuf {
 
 /// Sends `count` residual clicks from one visitor segment; returns the click ids that went to
 /// offer-a and to offer-b.
-async fn clicks(app: &TestApp, count: usize) -> (Vec<String>, Vec<String>) {
+pub async fn clicks(app: &TestApp, count: usize) -> (Vec<String>, Vec<String>) {
     let (mut a, mut b) = (Vec::new(), Vec::new());
     for _ in 0..count {
         let response = app.click("learn", "", TELEKOM_DE_IP, WINDOWS_CHROME).await;
@@ -78,13 +78,13 @@ async fn clicks(app: &TestApp, count: usize) -> (Vec<String>, Vec<String>) {
     (a, b)
 }
 
-fn share(a: usize, b: usize) -> f64 {
+pub fn share(a: usize, b: usize) -> f64 {
     a as f64 / (a + b) as f64
 }
 
 /// Sends small batches of clicks until one goes mostly (≥ 85%) to offer-a, for up to 30 s: far
 /// longer than the few hundred milliseconds learning takes, so a slow machine does not fail it.
-async fn until_offer_a_leads(app: &TestApp) -> bool {
+pub async fn until_offer_a_leads(app: &TestApp) -> bool {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         let (a, b) = clicks(app, 40).await;
