@@ -1262,7 +1262,7 @@ impl Store for RedisStore {
                     .map(|(id, created)| (created as i64, id, shard)),
             );
         }
-        listed.sort_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+        listed.sort_by_key(|&(created, id, _)| std::cmp::Reverse((created, id)));
         listed.truncate(limit);
         let mut found: HashMap<i64, Delivery> = HashMap::new();
         let mut by_shard: HashMap<Shard, Vec<i64>> = HashMap::new();
