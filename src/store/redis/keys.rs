@@ -1,4 +1,4 @@
-//! The key layout. Every key but none belongs to a shard, named by the hash tag `{sl:N}`, so a
+//! The key layout. Every key belongs to a shard, named by the hash tag `{sl:N}`, so a
 //! shard's keys share one Redis Cluster slot and a Lua script may touch any of them at once.
 //! A click belongs to the shard its id hashes to; so do its conversions, the report counters
 //! and events they move, and the outbound deliveries they queue. One server uses one shard;
