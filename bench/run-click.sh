@@ -17,12 +17,13 @@ trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 if [ "$store" = redis ]; then
   command -v redis-server >/dev/null || { echo "redis-server is not installed (apt-get install redis-server)" >&2; exit 1; }
   taskset -c 1 redis-server --port 16379 --bind 127.0.0.1 --save '' --appendonly no \
-    --dir var/bench --logfile var/bench/redis.log &
+    --dir "$PWD/var/bench" --logfile "$PWD/var/bench/redis.log" &
   pids+=($!)
   for _ in $(seq 1 100); do
     redis-cli -p 16379 ping >/dev/null 2>&1 && break
     sleep 0.1
   done
+  redis-cli -p 16379 ping >/dev/null || { echo "redis-server did not start (var/bench/redis.log)" >&2; exit 1; }
   export SMARTLINK_STORE__KIND=redis SMARTLINK_STORE__URL=redis://127.0.0.1:16379/
 fi
 taskset -c 0 target/release/smartlink --config bench/smartlink.toml serve 2>var/bench-server.log &
