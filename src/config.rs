@@ -288,10 +288,12 @@ impl Settings {
                 fail("store.url", "needs at least one redis:// URL".into());
             }
             for url in &urls {
-                if !(url.starts_with("redis://")
-                    || url.starts_with("rediss://")
-                    || url.starts_with("unix://"))
-                {
+                if url.starts_with("rediss://") {
+                    fail(
+                        "store.url",
+                        format!("`{url}`: TLS to Redis is not supported; use redis:// on a private network"),
+                    );
+                } else if !(url.starts_with("redis://") || url.starts_with("unix://")) {
                     fail("store.url", format!("`{url}` is not a redis:// URL"));
                 }
             }
