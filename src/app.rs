@@ -16,11 +16,13 @@ use crate::caps::CapTracker;
 use crate::classify::Classifier;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Settings, StoreKind};
+use crate::decide::Route;
 use crate::deliver::{Backoff, Deliverer, StoreQueue};
 use crate::http::{self, error::json_error, AppState};
 use crate::learning::{self, Learner};
 use crate::metrics::Metrics;
 use crate::rules;
+use crate::store::redis::{self as redis_store, RedisStore, SharedEvent};
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 
@@ -55,7 +57,7 @@ impl Application {
                 .join("\n"))
         })?;
         let classifier = Classifier::open(&config.data_dir)?;
-        let store = open_store(&settings)?;
+        let (store, shared) = open_store(&settings).await?;
         let metrics = Arc::new(Metrics::default());
         let rules = Arc::new(ArcSwap::from_pointee(rule_set));
         let rules_watch = watch_rules(&settings, &rules, &metrics);
@@ -65,7 +67,8 @@ impl Application {
         let port = listener.local_addr()?.port();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let caps = Arc::new(CapTracker::new(clock.clone()));
-        rebuild_caps(&caps, store.as_ref(), clock.now_ms()).await?;
+        let started_ms = clock.now_ms();
+        rebuild_caps(&caps, store.as_ref(), started_ms).await?;
         let deliverer = Arc::new(
             Deliverer::new(
                 Arc::new(StoreQueue(store.clone())),
@@ -90,9 +93,14 @@ impl Application {
                     Arc::new(move |offer| settings.payout_in_base(offer).to_f64())
                 },
             },
-            Some(history(&store, clock.now_ms())),
+            Some(history(&store, started_ms)),
         )
         .context("cannot start the fallback optimiser")?;
+        if let Some(shared) = &shared {
+            // What other instances record reaches this one's caps and learner from the moment
+            // its own history was read.
+            follow_instances(shared, &caps, &learning, started_ms);
+        }
         let editor = Arc::new(rules::RuleEditor::new(
             settings.config.rules_dir.clone(),
             rules.clone(),
@@ -176,23 +184,100 @@ impl Application {
     }
 }
 
-fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+/// The configured store, and the same store as a Redis store when it is one (for following the
+/// other instances).
+async fn open_store(
+    settings: &Settings,
+) -> anyhow::Result<(Arc<dyn Store>, Option<Arc<RedisStore>>)> {
     let config = &settings.config;
+    // Twice the window, so a postback just past it is told `click_expired`, not
+    // `unknown_click`.
+    let retention =
+        std::time::Duration::from_secs(2 * u64::from(config.attribution_window_days) * 86_400);
     match config.store.kind {
         StoreKind::Sqlite => {
-            // Twice the window, so a postback just past it is told `click_expired`, not
-            // `unknown_click`.
-            let retention = std::time::Duration::from_secs(
-                2 * u64::from(config.attribution_window_days) * 86_400,
-            );
             let store = SqliteStore::open(&config.store.path, config.store.durability, retention)?;
-            Ok(Arc::new(store))
+            Ok((Arc::new(store), None))
         }
-        StoreKind::Redis => anyhow::bail!(
-            "{}: store.kind: \"redis\" is not available in this build yet; use \"sqlite\"",
-            settings.origin
-        ),
+        StoreKind::Redis => {
+            let store = RedisStore::open(
+                &config.store.url.urls(),
+                redis_store::Options::new(config.store.durability, retention),
+            )
+            .await
+            .with_context(|| format!("{}: store.url", settings.origin))?;
+            let store = Arc::new(store);
+            Ok((store.clone(), Some(store)))
+        }
     }
+}
+
+/// Applies other instances' approvals and reversals to the caps, and their residual clicks and
+/// conversion outcomes to the learner, as the click and postback handlers do for this one's.
+fn follow_instances(
+    store: &RedisStore,
+    caps: &Arc<CapTracker>,
+    learning: &learning::Feed,
+    since_ms: i64,
+) {
+    let caps = caps.clone();
+    let learning = learning.clone();
+    store.follow(since_ms, move |event| match event {
+        SharedEvent::Click {
+            campaign,
+            offer,
+            segment,
+            at_ms,
+        } => learning.event(learning::Event::Click {
+            campaign,
+            offer,
+            segment,
+            at_ms,
+        }),
+        SharedEvent::Conversion {
+            campaign,
+            offer,
+            route,
+            segment,
+            outcome,
+            click_ms,
+            at_ms,
+        } => {
+            match outcome {
+                learning::Outcome::Approved(_) => caps.approved(&offer, at_ms),
+                learning::Outcome::Reversed(_) => caps.revoked(&offer),
+                learning::Outcome::Adjusted(_) => {}
+            }
+            if route == Route::Fallback {
+                learning.event(match outcome {
+                    learning::Outcome::Approved(payout) => learning::Event::Conversion {
+                        campaign,
+                        offer,
+                        segment,
+                        payout,
+                        click_ms,
+                        at_ms,
+                    },
+                    learning::Outcome::Reversed(payout) => learning::Event::Reversal {
+                        campaign,
+                        offer,
+                        segment,
+                        payout,
+                        click_ms,
+                        at_ms,
+                    },
+                    learning::Outcome::Adjusted(delta) => learning::Event::Adjustment {
+                        campaign,
+                        offer,
+                        segment,
+                        delta,
+                        click_ms,
+                        at_ms,
+                    },
+                });
+            }
+        }
+    });
 }
 
 fn watch_rules(
@@ -233,8 +318,12 @@ async fn rebuild_caps(caps: &CapTracker, store: &dyn Store, now_ms: i64) -> anyh
         .approved_since(since)
         .await
         .context("cannot read approved conversions for the daily caps")?;
+    // Approvals from `now_ms` on reach the caps live (another instance's through
+    // `follow_instances`), so none is counted twice.
     for (offer, at_ms) in approvals {
-        caps.approved(&offer, at_ms);
+        if at_ms < now_ms {
+            caps.approved(&offer, at_ms);
+        }
     }
     Ok(())
 }

@@ -67,6 +67,22 @@ pub enum StoreUrl {
     Cluster(Vec<String>),
 }
 
+impl StoreUrl {
+    /// The node URLs: a list as given, or one string split at commas (so that
+    /// `SMARTLINK_STORE__URL=redis://a:6379,redis://b:6379` names a cluster too). More than one
+    /// URL means Redis Cluster.
+    pub fn urls(&self) -> Vec<String> {
+        let list = match self {
+            StoreUrl::One(text) => text.split(',').map(str::to_string).collect(),
+            StoreUrl::Cluster(urls) => urls.clone(),
+        };
+        list.into_iter()
+            .map(|url| url.trim().to_string())
+            .filter(|url| !url.is_empty())
+            .collect()
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct BanditConfig {
@@ -266,21 +282,26 @@ impl Settings {
                 "must be at least 24 (deliveries are retried for at least a day)".into(),
             );
         }
-        let urls = match &config.store.url {
-            StoreUrl::One(url) => vec![url.clone()],
-            StoreUrl::Cluster(urls) => urls.clone(),
-        };
+        let urls = config.store.url.urls();
         if config.store.kind == StoreKind::Redis {
             if urls.is_empty() {
                 fail("store.url", "needs at least one redis:// URL".into());
             }
             for url in &urls {
-                if !(url.starts_with("redis://")
-                    || url.starts_with("rediss://")
-                    || url.starts_with("unix://"))
-                {
+                if url.starts_with("rediss://") {
+                    fail(
+                        "store.url",
+                        format!("`{url}`: TLS to Redis is not supported; use redis:// on a private network"),
+                    );
+                } else if !(url.starts_with("redis://") || url.starts_with("unix://")) {
                     fail("store.url", format!("`{url}` is not a redis:// URL"));
                 }
+            }
+            if urls.len() > 1 && urls.iter().any(|url| url.starts_with("unix://")) {
+                fail(
+                    "store.url",
+                    "a cluster (several URLs) is reached over TCP: use redis:// URLs".into(),
+                );
             }
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.log) {
@@ -494,6 +515,47 @@ mod tests {
             settings.config.store.url,
             StoreUrl::Cluster(vec!["redis://a:1".into(), "redis://b:2".into()])
         );
+    }
+
+    #[test]
+    fn a_comma_separated_url_from_the_environment_is_a_redis_cluster() {
+        let settings = Settings::load(
+            None,
+            &env(&[
+                ("SMARTLINK_STORE__KIND", "redis"),
+                (
+                    "SMARTLINK_STORE__URL",
+                    "redis://10.0.0.1:6379, redis://10.0.0.2:6379",
+                ),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            settings.config.store.url.urls(),
+            vec!["redis://10.0.0.1:6379", "redis://10.0.0.2:6379"]
+        );
+    }
+
+    #[test]
+    fn a_redis_store_without_a_usable_url_is_refused() {
+        let errors = Settings::load(
+            None,
+            &env(&[
+                ("SMARTLINK_STORE__KIND", "redis"),
+                ("SMARTLINK_STORE__URL", "http://10.0.0.1:6379"),
+            ]),
+        )
+        .unwrap_err();
+        assert_eq!(errors[0].field, "store.url");
+        let errors = Settings::load(
+            None,
+            &env(&[
+                ("SMARTLINK_STORE__KIND", "redis"),
+                ("SMARTLINK_STORE__URL", " "),
+            ]),
+        )
+        .unwrap_err();
+        assert!(errors[0].message.contains("at least one"), "{}", errors[0]);
     }
 
     #[test]

@@ -238,6 +238,11 @@ impl Feed {
         });
     }
 
+    /// An event recorded elsewhere (another instance sharing the store).
+    pub fn event(&self, event: Event) {
+        self.send(event);
+    }
+
     fn send(&self, event: Event) {
         match self.sender.try_send(Message::Event(event)) {
             Ok(()) => {}

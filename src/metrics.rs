@@ -140,6 +140,11 @@ impl Metrics {
             "Records the store could not write.",
             store.failed,
         );
+        counter(
+            "smartlink_store_dropped_clicks_total",
+            "Clicks dropped because the store was unreachable and its in-memory buffer was full.",
+            store.dropped,
+        );
         let _ = writeln!(
             out,
             "# HELP smartlink_redirects_total Redirects by route.\n# TYPE smartlink_redirects_total counter"

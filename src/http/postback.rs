@@ -314,7 +314,7 @@ fn delivery_plan(
     click: &ClickRecord,
     request: &PostbackRequest,
     base_currency: &str,
-) -> Option<impl FnOnce(&Change) -> Option<NewDelivery> + Send + 'static> {
+) -> Option<impl Fn(&Change) -> Option<NewDelivery> + Send + 'static> {
     let template: UrlTemplate = source.postback_url.clone()?;
     let external_id = click.external_id.clone()?;
     let events = source.postback_events.clone();
@@ -342,7 +342,7 @@ fn delivery_plan(
         });
         Some(NewDelivery {
             url,
-            source: source_id,
+            source: source_id.clone(),
             status,
         })
     })

@@ -1,7 +1,9 @@
-//! Storage behind one trait: the embedded SQLite store (default) and, later, Redis. The click path
-//! only hands a record over; the store decides when it reaches disk (SPEC §4 `durability`).
+//! Storage behind one trait: the embedded SQLite store (default) and the shared Redis store for
+//! several instances. The click path only hands a record over; the store decides when it is
+//! written (SPEC §4 `durability`).
 
 mod codec;
+pub mod redis;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -65,8 +67,9 @@ pub struct NewDelivery {
 
 /// Decides, from the change a report made, whether the source hears about it. Run by the store
 /// inside the conversion's transaction, so the delivery is queued if and only if the change is
-/// committed.
-pub type DeliveryPlan = Box<dyn FnOnce(&Change) -> Option<NewDelivery> + Send>;
+/// committed. A store that decides optimistically (Redis) may run it again when another writer
+/// changed the identity first, so it must answer from the change alone.
+pub type DeliveryPlan = Box<dyn Fn(&Change) -> Option<NewDelivery> + Send>;
 
 /// Where an outbound postback stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -202,6 +205,9 @@ pub struct StoreStats {
     pub commit_micros_total: u64,
     /// Records that could not be written.
     pub failed: u64,
+    /// Clicks dropped because the store's in-memory buffer was full (Redis unreachable); also
+    /// counted in `failed`.
+    pub dropped: u64,
 }
 
 #[async_trait]

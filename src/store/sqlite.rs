@@ -515,6 +515,7 @@ impl Store for SqliteStore {
             commits: shared.commits.load(Ordering::Relaxed),
             commit_micros_total: shared.commit_micros_total.load(Ordering::Relaxed),
             failed: shared.failed.load(Ordering::Relaxed),
+            dropped: 0,
         }
     }
 
@@ -2449,10 +2450,10 @@ mod tests {
         let seen = Arc::new(Mutex::new(Vec::new()));
         for _ in 0..3 {
             let seen = Arc::clone(&seen);
-            let mut plan = deliver_changes();
+            let plan = deliver_changes();
             let watching: DeliveryPlan = Box::new(move |change: &Change| {
                 lock(&seen).push(*change);
-                std::mem::replace(&mut plan, no_delivery())(change)
+                plan(change)
             });
             store
                 .record_conversion(report(&click, Approved, "2"), watching)

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use actix_web::dev::ServerHandle;
 use smartlink::app::Application;
-use smartlink::config::{Config, Settings};
+use smartlink::config::{Config, Settings, StoreConfig, StoreKind, StoreUrl};
+use smartlink::store::redis::server::LocalRedis;
 use smartlink::store::{ClickRecord, Store};
 
 pub const IPHONE_SAFARI: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_2_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Mobile/15E148 Safari/604.1";
@@ -28,9 +29,52 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub store: Arc<dyn Store>,
+    /// The store settings it runs with; another app given the same shares its store.
+    pub store_config: StoreConfig,
+    /// The private Redis this app started, in redis mode.
+    pub _redis: Option<Arc<LocalRedis>>,
     pub rules_dir: PathBuf,
     pub handle: ServerHandle,
     pub _dir: tempfile::TempDir,
+}
+
+/// The suite runs against SQLite, and against Redis with `SMARTLINK_TEST_STORE=redis`.
+pub fn redis_mode() -> bool {
+    std::env::var("SMARTLINK_TEST_STORE").is_ok_and(|store| store == "redis")
+}
+
+/// Whether a test that needs `redis-server` may run; when it is missing, says so loudly and
+/// answers false, unless `SMARTLINK_REQUIRE_REDIS=1` makes that a failure.
+pub fn redis_available(test: &str) -> bool {
+    if smartlink::store::redis::server::available() {
+        return true;
+    }
+    assert!(
+        std::env::var("SMARTLINK_REQUIRE_REDIS").map_or(true, |v| v != "1"),
+        "{test}: redis-server is not on PATH and SMARTLINK_REQUIRE_REDIS=1"
+    );
+    eprintln!("\n!!! SKIPPED {test}: redis-server is not on PATH (apt-get install redis-server)\n");
+    false
+}
+
+/// Ends a SQLite-only test early in redis mode, saying why.
+pub fn sqlite_only(test: &str, reason: &str) -> bool {
+    if redis_mode() {
+        eprintln!("skipped in redis mode: {test}: {reason}");
+        return true;
+    }
+    false
+}
+
+/// A private Redis for one test.
+pub fn start_redis() -> Arc<LocalRedis> {
+    Arc::new(LocalRedis::start().expect("redis-server starts"))
+}
+
+/// Settings that make an app use `redis`.
+pub fn use_redis(config: &mut Config, redis: &LocalRedis) {
+    config.store.kind = StoreKind::Redis;
+    config.store.url = StoreUrl::One(redis.url());
 }
 
 pub fn fixture_rules() -> PathBuf {
@@ -82,7 +126,19 @@ pub async fn spawn_app_with_rules(
         ..Config::default()
     };
     config.store.path = dir.path().join("var/smartlink.db");
+    if redis_mode() {
+        config.store.kind = StoreKind::Redis;
+        config.store.url = StoreUrl::One(String::new());
+    }
     adjust(&mut config);
+    // In redis mode each app gets a Redis of its own, unless it was given one (a shared store).
+    let mut redis = None;
+    if config.store.kind == StoreKind::Redis && config.store.url.urls().is_empty() {
+        let server = start_redis();
+        use_redis(&mut config, &server);
+        redis = Some(server);
+    }
+    let store_config = config.store.clone();
     let settings = Settings::validate(config, "test".into()).expect("valid test settings");
     let app = Application::build(settings).await.expect("server starts");
     let address = format!("http://127.0.0.1:{}", app.port());
@@ -93,6 +149,8 @@ pub async fn spawn_app_with_rules(
         address,
         client: client(),
         store,
+        store_config,
+        _redis: redis,
         rules_dir,
         handle,
         _dir: dir,
@@ -268,4 +326,14 @@ pub async fn start_receiver(refuse_first: usize) -> Receiver {
         refuse_first: refuse,
         _handle: handle,
     }
+}
+
+/// The `smartlink` binary, without the suite's own `SMARTLINK_TEST_STORE` and
+/// `SMARTLINK_REQUIRE_REDIS`, which its settings loader would read as unknown keys.
+pub fn smartlink_command() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_smartlink"));
+    command
+        .env_remove("SMARTLINK_TEST_STORE")
+        .env_remove("SMARTLINK_REQUIRE_REDIS");
+    command
 }

@@ -3,7 +3,6 @@
 //! to that offer; a restart and `smartlink explain` start from what was learnt.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::helpers::*;
@@ -36,20 +35,20 @@ offer = "offer-b"
 weight = 1.0
 "#;
 
-fn add_learn_campaign(rules: &Path) {
+pub fn add_learn_campaign(rules: &Path) {
     let offers = std::fs::read_to_string(rules.join("offers.toml")).unwrap();
     std::fs::write(rules.join("offers.toml"), offers + OFFERS).unwrap();
     std::fs::write(rules.join("campaigns/learn.toml"), CAMPAIGN).unwrap();
 }
 
 /// A server with the `learn` campaign that refreshes its allocation every 100 ms, on the store
-/// at `store` when given.
-async fn spawn_learning_app(store: Option<PathBuf>) -> TestApp {
+/// of `store` when given.
+async fn spawn_learning_app(store: Option<&TestApp>) -> TestApp {
     spawn_app_with_rules(
         |config| {
             config.bandit.refresh_ms = 100;
-            if let Some(path) = store {
-                config.store.path = path;
+            if let Some(other) = store {
+                config.store = other.store_config.clone();
             }
         },
         add_learn_campaign,
@@ -63,7 +62,7 @@ fn store_path(app: &TestApp) -> PathBuf {
 
 /// Sends `count` residual clicks from one visitor segment; returns the click ids that went to
 /// offer-a and to offer-b.
-async fn clicks(app: &TestApp, count: usize) -> (Vec<String>, Vec<String>) {
+pub async fn clicks(app: &TestApp, count: usize) -> (Vec<String>, Vec<String>) {
     let (mut a, mut b) = (Vec::new(), Vec::new());
     for _ in 0..count {
         let response = app.click("learn", "", TELEKOM_DE_IP, WINDOWS_CHROME).await;
@@ -79,13 +78,13 @@ async fn clicks(app: &TestApp, count: usize) -> (Vec<String>, Vec<String>) {
     (a, b)
 }
 
-fn share(a: usize, b: usize) -> f64 {
+pub fn share(a: usize, b: usize) -> f64 {
     a as f64 / (a + b) as f64
 }
 
 /// Sends small batches of clicks until one goes mostly (≥ 85%) to offer-a, for up to 30 s: far
 /// longer than the few hundred milliseconds learning takes, so a slow machine does not fail it.
-async fn until_offer_a_leads(app: &TestApp) -> bool {
+pub async fn until_offer_a_leads(app: &TestApp) -> bool {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         let (a, b) = clicks(app, 40).await;
@@ -189,7 +188,7 @@ async fn a_restarted_server_starts_from_what_it_learnt() {
     first.handle.stop(true).await;
 
     // No conversion reaches the second server: only the replayed history can favour offer-a.
-    let second = spawn_learning_app(Some(store_path(&first))).await;
+    let second = spawn_learning_app(Some(&first)).await;
     assert!(
         until_offer_a_leads(&second).await,
         "the restarted server did not favour offer-a"
@@ -201,6 +200,12 @@ async fn a_restarted_server_starts_from_what_it_learnt() {
 
 #[tokio::test]
 async fn explain_shows_the_allocation_learnt_by_a_running_server() {
+    if sqlite_only(
+        "explain_shows_the_allocation_learnt_by_a_running_server",
+        "explain reads the learnt allocation from a SQLite file only",
+    ) {
+        return;
+    }
     let app = spawn_learning_app(None).await;
     teach(&app).await;
     let config = app._dir.path().join("explain.toml");
@@ -214,7 +219,7 @@ async fn explain_shows_the_allocation_learnt_by_a_running_server() {
     )
     .unwrap();
     let output = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_smartlink"))
+        smartlink_command()
             .args([
                 "explain",
                 "--config",

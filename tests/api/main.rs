@@ -7,5 +7,6 @@ mod helpers;
 mod learning;
 mod operations;
 mod postback;
+mod redis;
 mod rules_reload;
 mod shutdown;

@@ -49,7 +49,7 @@ fn spawn_binary(dir: &Path, db: &Path, extra: &str) -> (Server, u16) {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_smartlink"))
+    let mut child = smartlink_command()
         .args(["--config", config.to_str().unwrap(), "serve"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stdout(Stdio::null())
@@ -95,6 +95,12 @@ fn open_store(db: &Path) -> SqliteStore {
 
 #[tokio::test]
 async fn sigterm_drains_and_every_answered_click_is_in_the_store() {
+    if sqlite_only(
+        "sigterm_drains_and_every_answered_click_is_in_the_store",
+        "runs the binary on a SQLite file; redis.rs covers restarts and outages of Redis",
+    ) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("clicks.db");
     let (server, port) = spawn_binary(dir.path(), &db, "");
@@ -113,6 +119,12 @@ async fn sigterm_drains_and_every_answered_click_is_in_the_store() {
 
 #[tokio::test]
 async fn a_conversion_acknowledged_with_200_survives_kill_9() {
+    if sqlite_only(
+        "a_conversion_acknowledged_with_200_survives_kill_9",
+        "runs the binary on a SQLite file; redis.rs covers restarts and outages of Redis",
+    ) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("clicks.db");
     let (server, port) = spawn_binary(dir.path(), &db, "");
@@ -139,6 +151,12 @@ async fn a_conversion_acknowledged_with_200_survives_kill_9() {
 
 #[tokio::test]
 async fn a_restart_resumes_pending_outbound_postbacks() {
+    if sqlite_only(
+        "a_restart_resumes_pending_outbound_postbacks",
+        "runs the binary on a SQLite file; redis.rs covers restarts and outages of Redis",
+    ) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("clicks.db");
     let receiver = start_receiver(usize::MAX).await;
