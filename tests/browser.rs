@@ -5,7 +5,7 @@
 //! drawn from a stand-in day report) `target/tmp/dashboard-day-chart.png`.
 //!
 //! Without `chromium` and `chromedriver` on PATH the test says so loudly and passes, unless
-//! `SMARTLINK_REQUIRE_BROWSER=1` (as `.ci/run` sets it), when it fails.
+//! `SLTEST_REQUIRE_BROWSER=1` (as `.ci/run` sets it), when it fails.
 
 #[allow(dead_code)]
 #[path = "api/helpers.rs"]
@@ -279,14 +279,14 @@ async fn traffic(app: &TestApp) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_the_reported_numbers_and_applies_a_weight_change() {
-    let required = std::env::var("SMARTLINK_REQUIRE_BROWSER").is_ok_and(|v| v == "1");
+    let required = std::env::var("SLTEST_REQUIRE_BROWSER").is_ok_and(|v| v == "1");
     let (Some(chromium), Some(chromedriver)) = (
         on_path("chromium").or_else(|| on_path("chromium-browser")),
         on_path("chromedriver"),
     ) else {
         assert!(
             !required,
-            "SMARTLINK_REQUIRE_BROWSER=1 but chromium and chromedriver are not both on PATH"
+            "SLTEST_REQUIRE_BROWSER=1 but chromium and chromedriver are not both on PATH"
         );
         // Straight to stderr, past the test harness's capture, so the skip is seen.
         let _ = std::io::Write::write_all(

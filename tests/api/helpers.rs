@@ -38,20 +38,20 @@ pub struct TestApp {
     pub _dir: tempfile::TempDir,
 }
 
-/// The suite runs against SQLite, and against Redis with `SMARTLINK_TEST_STORE=redis`.
+/// The suite runs against SQLite, and against Redis with `SLTEST_STORE=redis`.
 pub fn redis_mode() -> bool {
-    std::env::var("SMARTLINK_TEST_STORE").is_ok_and(|store| store == "redis")
+    std::env::var("SLTEST_STORE").is_ok_and(|store| store == "redis")
 }
 
 /// Whether a test that needs `redis-server` may run; when it is missing, says so loudly and
-/// answers false, unless `SMARTLINK_REQUIRE_REDIS=1` makes that a failure.
+/// answers false, unless `SLTEST_REQUIRE_REDIS=1` makes that a failure.
 pub fn redis_available(test: &str) -> bool {
     if smartlink::store::redis::server::available() {
         return true;
     }
     assert!(
-        std::env::var("SMARTLINK_REQUIRE_REDIS").map_or(true, |v| v != "1"),
-        "{test}: redis-server is not on PATH and SMARTLINK_REQUIRE_REDIS=1"
+        std::env::var("SLTEST_REQUIRE_REDIS").map_or(true, |v| v != "1"),
+        "{test}: redis-server is not on PATH and SLTEST_REQUIRE_REDIS=1"
     );
     eprintln!("\n!!! SKIPPED {test}: redis-server is not on PATH (apt-get install redis-server)\n");
     false
@@ -328,12 +328,11 @@ pub async fn start_receiver(refuse_first: usize) -> Receiver {
     }
 }
 
-/// The `smartlink` binary, without the suite's own `SMARTLINK_TEST_STORE` and
-/// `SMARTLINK_REQUIRE_REDIS`, which its settings loader would read as unknown keys.
+/// The `smartlink` binary, without a `SMARTLINK_CONFIG` of the environment the suite runs in.
+/// (The suite's own switches are named `SLTEST_*`, not `SMARTLINK_*`: the settings loader reads
+/// every `SMARTLINK_*` variable as a setting and refuses unknown ones.)
 pub fn smartlink_command() -> std::process::Command {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_smartlink"));
-    command
-        .env_remove("SMARTLINK_TEST_STORE")
-        .env_remove("SMARTLINK_REQUIRE_REDIS");
+    command.env_remove("SMARTLINK_CONFIG");
     command
 }

@@ -1,6 +1,6 @@
 //! SPEC §14, several instances on one Redis: each test starts its own `redis-server` (or a
 //! three-node cluster) and two routers on it, and checks that they behave as one router. Skipped
-//! loudly without `redis-server`, unless `SMARTLINK_REQUIRE_REDIS=1`.
+//! loudly without `redis-server`, unless `SLTEST_REQUIRE_REDIS=1`.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -1,5 +1,5 @@
 //! Each test starts its own `redis-server` (skipped loudly when there is none, unless
-//! `SMARTLINK_REQUIRE_REDIS=1`).
+//! `SLTEST_REQUIRE_REDIS=1`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -53,8 +53,8 @@ pub(crate) fn click_at(ts_ms: i64) -> ClickRecord {
 fn redis(test: &str) -> Option<LocalRedis> {
     if !server::available() {
         assert!(
-            std::env::var("SMARTLINK_REQUIRE_REDIS").map_or(true, |v| v != "1"),
-            "{test}: redis-server is not on PATH and SMARTLINK_REQUIRE_REDIS=1"
+            std::env::var("SLTEST_REQUIRE_REDIS").map_or(true, |v| v != "1"),
+            "{test}: redis-server is not on PATH and SLTEST_REQUIRE_REDIS=1"
         );
         eprintln!("\n!!! SKIPPED {test}: redis-server is not on PATH\n");
         return None;
