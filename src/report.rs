@@ -471,14 +471,16 @@ impl Report {
             .collect();
         let dash = |text: String| if text.is_empty() { "-".into() } else { text };
         let cells = |keys: Vec<String>, metrics: &Metrics| -> Vec<String> {
-            keys.into_iter().chain(metrics.texts()).map(dash).collect()
+            keys.into_iter()
+                .chain(metrics.texts().into_iter().map(dash))
+                .collect()
         };
         let mut lines: Vec<Vec<String>> = vec![header];
         for row in &self.rows {
             lines.push(cells(
                 row.keys
                     .iter()
-                    .map(|k| k.clone().unwrap_or_default())
+                    .map(|k| k.clone().unwrap_or_else(|| "-".into()))
                     .collect(),
                 &row.metrics,
             ));
@@ -650,5 +652,289 @@ impl Serialize for Report {
         map.serialize_entry("rows", &rows)?;
         map.serialize_entry("totals", &JsonTotals(&self.totals))?;
         map.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 2026-11-23 12:00 UTC.
+    const NOON_MS: i64 = 1_795_435_200_000;
+
+    fn request(group_by: &str) -> ReportRequest {
+        ReportRequest::parse(
+            Some("2026-11-20"),
+            Some("2026-11-22"),
+            Some("America/New_York"),
+            None,
+            Some(group_by),
+            NOON_MS,
+        )
+        .unwrap()
+    }
+
+    fn counters(clicks: i64, cost: &str, conversions: i64, revenue: &str) -> ReportCounters {
+        ReportCounters {
+            clicks,
+            cost: Money::parse(cost).unwrap(),
+            conversions,
+            revenue: Money::parse(revenue).unwrap(),
+            pending_revenue: Money::ZERO,
+        }
+    }
+
+    fn group(span: usize, values: &[Option<&str>], counters: ReportCounters) -> ReportGroup {
+        ReportGroup {
+            span,
+            values: values.iter().map(|v| v.map(str::to_owned)).collect(),
+            counters,
+        }
+    }
+
+    #[test]
+    fn defaults_are_today_in_utc_grouped_by_offer() {
+        let request = ReportRequest::parse(None, Some(""), None, Some(""), None, NOON_MS).unwrap();
+        let today = NaiveDate::from_ymd_opt(2026, 11, 23).unwrap();
+        assert_eq!((request.from, request.to), (today, today));
+        assert_eq!(request.tz, chrono_tz::UTC);
+        assert_eq!(request.campaign, None);
+        assert_eq!(request.group_by, vec![GroupBy::Dimension(Dimension::Offer)]);
+    }
+
+    #[test]
+    fn today_is_the_date_in_the_requested_zone() {
+        // 12:00 UTC is already the next day in Kiritimati (UTC+14).
+        let request =
+            ReportRequest::parse(None, None, Some("Pacific/Kiritimati"), None, None, NOON_MS)
+                .unwrap();
+        assert_eq!(request.from, NaiveDate::from_ymd_opt(2026, 11, 24).unwrap());
+    }
+
+    #[test]
+    fn bad_parameters_name_their_field_and_code() {
+        let cases = [
+            (Some("2026-02-30"), None, None, None, "bad_date", "from"),
+            (None, Some("23.11.2026"), None, None, "bad_date", "to"),
+            (
+                Some("2026-11-24"),
+                Some("2026-11-23"),
+                None,
+                None,
+                "bad_date",
+                "from",
+            ),
+            (
+                Some("2010-01-01"),
+                Some("2026-01-01"),
+                None,
+                None,
+                "bad_date",
+                "to",
+            ),
+            (
+                None,
+                None,
+                Some("Europe/Atlantis"),
+                None,
+                "bad_timezone",
+                "tz",
+            ),
+            (
+                None,
+                None,
+                None,
+                Some("offer,city"),
+                "bad_group_by",
+                "group_by",
+            ),
+            (None, None, None, Some("Offer"), "bad_group_by", "group_by"),
+            (
+                None,
+                None,
+                None,
+                Some("day,day"),
+                "bad_group_by",
+                "group_by",
+            ),
+        ];
+        for (from, to, tz, group_by, code, field) in cases {
+            let err = ReportRequest::parse(from, to, tz, None, group_by, NOON_MS).unwrap_err();
+            assert_eq!((err.code, err.field), (code, field), "{err}");
+            assert!(err.to_string().starts_with(&format!("{field}: ")), "{err}");
+        }
+    }
+
+    #[test]
+    fn group_by_keeps_the_order_given_and_ignores_spaces() {
+        let request = request(" country , day,offer ");
+        assert_eq!(
+            request.group_by,
+            vec![
+                GroupBy::Dimension(Dimension::Country),
+                GroupBy::Day,
+                GroupBy::Dimension(Dimension::Offer)
+            ]
+        );
+        assert_eq!(
+            request.dimensions(),
+            vec![Dimension::Country, Dimension::Offer]
+        );
+    }
+
+    #[test]
+    fn spans_are_local_days_or_the_whole_range() {
+        let hour = 3_600_000;
+        // 2026-11-20 00:00 in New York (UTC-5).
+        let start = 1_795_150_800_000;
+        let whole = request("offer").query();
+        assert_eq!(
+            whole.spans,
+            vec![TimeSpan {
+                start_ms: start,
+                end_ms: start + 72 * hour
+            }]
+        );
+        let days = request("day,offer").query();
+        assert_eq!(days.spans.len(), 3);
+        assert_eq!(days.spans[1].start_ms, start + 24 * hour);
+        assert_eq!(days.spans[1].end_ms, days.spans[2].start_ms);
+        assert_eq!(days.dimensions, vec![Dimension::Offer]);
+    }
+
+    #[test]
+    fn ratios_round_half_away_from_zero_from_exact_sums() {
+        let metrics = Metrics::new(&counters(3, "0.003", 1, "0.00015"));
+        // 0.00005 a click exactly: rounds up to 0.0001.
+        assert_eq!(metrics.epc.to_string(), "0.0001");
+        assert_eq!(metrics.cr.to_string(), "0.3333");
+        assert_eq!(metrics.profit, Money::parse("-0.00285").unwrap());
+        // -0.95 exactly.
+        assert_eq!(metrics.roi.unwrap().to_string(), "-0.95");
+        let no_cost = Metrics::new(&counters(0, "0", 0, "0"));
+        assert_eq!(no_cost.roi, None);
+        assert_eq!((no_cost.epc.to_f64(), no_cost.cr.to_f64()), (0.0, 0.0));
+        assert_eq!(
+            Decimal::ratio(-5, 1000, 2).unwrap().to_string(),
+            "-0.01",
+            "half away from zero"
+        );
+        assert_eq!(Decimal::ratio(2, 3, 0).unwrap().to_string(), "1");
+    }
+
+    #[test]
+    fn rows_sort_by_day_then_text_with_nothing_last_and_totals_add_up() {
+        let request = request("day,offer");
+        let groups = [
+            group(1, &[None], counters(1, "0.01", 0, "0")),
+            group(1, &[Some("b")], counters(2, "0.02", 1, "1")),
+            group(0, &[Some("z")], counters(4, "0.04", 0, "0")),
+            group(1, &[Some("a")], counters(1, "0", 1, "2")),
+        ];
+        let report = Report::build(&request, &groups, "EUR");
+        let keys: Vec<Vec<Option<&str>>> = report
+            .rows
+            .iter()
+            .map(|r| r.keys.iter().map(|k| k.as_deref()).collect())
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                vec![Some("2026-11-20"), Some("z")],
+                vec![Some("2026-11-21"), Some("a")],
+                vec![Some("2026-11-21"), Some("b")],
+                vec![Some("2026-11-21"), None],
+            ]
+        );
+        assert_eq!(report.totals.clicks, 8);
+        assert_eq!(report.totals.revenue, Money::parse("3").unwrap());
+        assert_eq!(report.currency, "EUR");
+    }
+
+    #[test]
+    fn event_rows_take_the_clicks_of_their_group_and_groups_without_events_keep_theirs() {
+        let request = request("offer,event");
+        let groups = [
+            group(0, &[Some("a"), None], counters(10, "1", 0, "0")),
+            group(0, &[Some("a"), Some("lead")], counters(0, "0", 3, "3")),
+            group(0, &[Some("a"), Some("sale")], counters(0, "0", 1, "20")),
+            group(0, &[Some("b"), None], counters(5, "0.5", 0, "0")),
+        ];
+        let report = Report::build(&request, &groups, "USD");
+        let rows: Vec<(Vec<Option<&str>>, i64, i64, String)> = report
+            .rows
+            .iter()
+            .map(|r| {
+                (
+                    r.keys.iter().map(|k| k.as_deref()).collect(),
+                    r.metrics.clicks,
+                    r.metrics.conversions,
+                    r.metrics.cr.to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                (vec![Some("a"), Some("lead")], 10, 3, "0.3".to_owned()),
+                (vec![Some("a"), Some("sale")], 10, 1, "0.1".to_owned()),
+                (vec![Some("b"), None], 5, 0, "0".to_owned()),
+            ]
+        );
+        assert_eq!(report.totals.clicks, 15);
+        assert_eq!(report.totals.conversions, 4);
+        assert_eq!(report.totals.cost, Money::parse("1.5").unwrap());
+    }
+
+    fn sample() -> Report {
+        let request = request("offer,country");
+        let groups = [
+            group(0, &[Some("=cmd"), Some("US")], counters(4, "0.008", 1, "1")),
+            group(0, &[None, Some("DE")], counters(1, "0", 0, "0")),
+        ];
+        Report::build(&request, &groups, "USD")
+    }
+
+    #[test]
+    fn json_keeps_the_group_columns_first_in_order_and_roi_null_without_cost() {
+        assert_eq!(
+            sample().to_json(),
+            r#"{"currency":"USD","rows":[{"offer":"=cmd","country":"US","clicks":4,"conversions":1,"revenue":1.0,"pending_revenue":0.0,"cost":0.008,"profit":0.992,"epc":0.25,"cr":0.25,"roi":124.0},{"offer":null,"country":"DE","clicks":1,"conversions":0,"revenue":0.0,"pending_revenue":0.0,"cost":0.0,"profit":0.0,"epc":0.0,"cr":0.0,"roi":null}],"totals":{"clicks":5,"conversions":1,"revenue":1.0,"pending_revenue":0.0,"cost":0.008,"profit":0.992,"epc":0.2,"cr":0.2,"roi":124.0}}"#
+        );
+    }
+
+    #[test]
+    fn csv_ends_with_a_totals_line_and_never_starts_a_field_with_a_formula() {
+        assert_eq!(
+            sample().to_csv(),
+            "offer,country,clicks,conversions,revenue,pending_revenue,cost,profit,epc,cr,roi\n\
+             '=cmd,US,4,1,1,0,0.008,0.992,0.25,0.25,124\n\
+             ,DE,1,0,0,0,0,0,0,0,\n\
+             TOTAL,,5,1,1,0,0.008,0.992,0.2,0.2,124\n"
+        );
+    }
+
+    #[test]
+    fn the_table_aligns_text_left_and_numbers_right() {
+        let table = sample().to_table();
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            lines[0],
+            "offer  country  clicks  conversions  revenue  pending_revenue   cost  profit   epc    cr  roi"
+        );
+        assert_eq!(
+            lines[1],
+            "=cmd   US            4            1        1                0  0.008   0.992  0.25  0.25  124"
+        );
+        assert_eq!(
+            lines[2],
+            "-      DE            1            0        0                0      0       0     0     0    -"
+        );
+        assert!(lines[3].chars().all(|c| c == '-'));
+        assert_eq!(lines[3].len(), lines[0].len());
+        assert_eq!(
+            lines[4],
+            "TOTAL                5            1        1                0  0.008   0.992   0.2   0.2  124"
+        );
     }
 }

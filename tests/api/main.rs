@@ -6,5 +6,6 @@ mod helpers;
 mod learning;
 mod operations;
 mod postback;
+mod report;
 mod rules_reload;
 mod shutdown;
