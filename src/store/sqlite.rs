@@ -52,7 +52,7 @@ use crate::bandit::Segment;
 use crate::conversion::{self, Change, ConversionState, ConversionStatus};
 use crate::decide::Route;
 use crate::money::Money;
-use crate::visitor::Visitor;
+use crate::visitor::{Connection as Link, Device, Os, Visitor};
 
 /// Marks the file as ours (`PRAGMA application_id`), so we never add tables to someone else's.
 const APPLICATION_ID: i32 = 0x534c_4e4b;
@@ -1072,6 +1072,98 @@ impl SqliteReader {
     pub fn report(&self, query: &ReportQuery) -> Result<Vec<ReportGroup>, StoreError> {
         rollup::report(&self.conn, query).map_err(store_error)
     }
+}
+
+/// One fact for `fill_report_rollups`: counters under a click's time and dimensions.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReportFact {
+    pub ts_ms: i64,
+    pub campaign: String,
+    pub offer: Option<String>,
+    pub route: Route,
+    /// `None` for click counters (`clicks`, `cost`), the event for conversion counters.
+    pub event: Option<String>,
+    pub country: Option<String>,
+    pub os: Os,
+    pub device: Device,
+    pub browser: Option<String>,
+    pub carrier: Option<String>,
+    pub connection: Link,
+    pub language: Option<String>,
+    pub counters: ReportCounters,
+}
+
+/// Benchmark and test support: adds `facts` to the report rollups of the store file at `path`
+/// through the same summing and upserts as the writer thread, as if clicks and conversions with
+/// those times and dimensions had been recorded, without storing the clicks or conversions
+/// themselves (so only reports see them). Creates and migrates the file if needed. Meant for a
+/// file no server is writing to. Answers the number of facts added.
+pub fn fill_report_rollups(
+    path: &Path,
+    facts: impl IntoIterator<Item = ReportFact>,
+) -> Result<u64, StoreError> {
+    const WRITE_AT: usize = 250_000;
+    let fail = |err: String| {
+        StoreError::Unavailable(format!(
+            "cannot fill SQLite store {}: {err}",
+            path.display()
+        ))
+    };
+    let mut conn = open_writer(path, Durability::Batched).map_err(fail)?;
+    migrate(&mut conn).map_err(fail)?;
+    let mut names = HashMap::new();
+    let mut rollup = Rollup::default();
+    let mut added = 0_u64;
+    let mut tx = conn.transaction().map_err(store_error)?;
+    for fact in facts {
+        let mut add = || -> rusqlite::Result<()> {
+            let name = |names: &mut HashMap<String, i64>, name: Option<&str>| {
+                intern_opt(&tx, names, name).map(|id| id.unwrap_or(0))
+            };
+            let mut dims = Dims::default();
+            dims.set(
+                Dimension::Campaign,
+                intern(&tx, &mut names, &fact.campaign)?,
+            );
+            dims.set(Dimension::Offer, name(&mut names, fact.offer.as_deref())?);
+            dims.set(Dimension::Route, codec::route_code(fact.route));
+            dims.set(Dimension::Event, name(&mut names, fact.event.as_deref())?);
+            dims.set(
+                Dimension::Country,
+                name(&mut names, fact.country.as_deref())?,
+            );
+            dims.set(Dimension::Os, codec::os_code(fact.os));
+            dims.set(Dimension::Device, codec::device_code(fact.device));
+            dims.set(
+                Dimension::Browser,
+                name(&mut names, fact.browser.as_deref())?,
+            );
+            dims.set(
+                Dimension::Carrier,
+                name(&mut names, fact.carrier.as_deref())?,
+            );
+            dims.set(
+                Dimension::Connection,
+                codec::connection_code(fact.connection),
+            );
+            dims.set(
+                Dimension::Language,
+                name(&mut names, fact.language.as_deref())?,
+            );
+            rollup.add(fact.ts_ms, &dims, &fact.counters);
+            Ok(())
+        };
+        add().map_err(store_error)?;
+        added += 1;
+        if rollup.len() >= WRITE_AT {
+            rollup.write(&tx).map_err(store_error)?;
+            tx.commit().map_err(store_error)?;
+            tx = conn.transaction().map_err(store_error)?;
+        }
+    }
+    rollup.write(&tx).map_err(store_error)?;
+    tx.commit().map_err(store_error)?;
+    Ok(added)
 }
 
 const SELECT_DELIVERY: &str = "
