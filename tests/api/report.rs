@@ -839,3 +839,35 @@ async fn the_cli_refuses_bad_input_with_one_line_naming_the_option() {
     assert!(errors.contains("store.kind"), "{errors}");
     assert_eq!(errors.lines().count(), 1, "{errors}");
 }
+
+#[test]
+fn the_cli_reports_zeros_before_anything_was_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("smartlink.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "rules_dir = {:?}\n[store]\npath = {:?}\n",
+            fixture_rules().to_str().unwrap(),
+            dir.path().join("var/never-written.db").to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let output = smartlink(
+        &[
+            "report",
+            "--config",
+            config.to_str().unwrap(),
+            "--format",
+            "csv",
+        ],
+        None,
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        stdout(&output),
+        "offer,clicks,conversions,revenue,pending_revenue,cost,profit,epc,cr,roi\n\
+         TOTAL,0,0,0,0,0,0,0,0,\n"
+    );
+    assert!(!dir.path().join("var/never-written.db").exists());
+}

@@ -15,9 +15,11 @@
 //!   Kathmandu (UTC+5:45) 23 hours and 4 quarter hours. Every zone's midnight falls on a quarter
 //!   hour, so day bounds in any IANA zone are exact (only the local-mean-time offsets of the past,
 //!   before 1980, do not; they are rounded down to the quarter hour).
-//! - **cuboid**: the full key (0), and two projections that keep only the campaign (1) or the
-//!   campaign and the offer (2), with every other dimension 0. A report uses the smallest cuboid
-//!   that holds its dimensions, so `group_by=day` or `offer` sums a few rows per bucket.
+//! - **cuboid**: the full key (0), and projections that keep only the campaign (1), the campaign
+//!   and the offer (2), or the campaign, offer and country (3), with every other dimension 0
+//!   (click and conversion counters then share rows). A report uses the smallest cuboid that
+//!   holds its dimensions, so `group_by=day`, `offer` or `offer,country` sum a few rows per
+//!   bucket; any other combination sums the full key.
 //!
 //! The writer thread sums a batch's facts in memory (`Rollup`) and upserts each distinct row
 //! once, in the batch's own transaction: the rollups are always exactly as committed as the
@@ -42,10 +44,14 @@ pub(super) const LEVELS: [i64; 5] = [1, 4, 96, 384, 1536];
 
 /// Cuboid codes and the dimensions each keeps.
 const FULL: i64 = 0;
-const CUBOIDS: [(i64, &[Dimension]); 3] = [
+const CUBOIDS: [(i64, &[Dimension]); 4] = [
     (FULL, &Dimension::ALL),
     (1, &[Dimension::Campaign]),
     (2, &[Dimension::Campaign, Dimension::Offer]),
+    (
+        3,
+        &[Dimension::Campaign, Dimension::Offer, Dimension::Country],
+    ),
 ];
 
 pub(super) const CREATE_TABLE: &str = "
@@ -357,10 +363,11 @@ pub(super) fn report(conn: &Connection, query: &ReportQuery) -> rusqlite::Result
         },
     };
     let wanted = &query.dimensions;
+    // The smallest cuboid that keeps every wanted dimension.
     let cuboid = CUBOIDS
         .iter()
-        .rev()
-        .find(|(_, keep)| wanted.iter().all(|d| keep.contains(d)))
+        .filter(|(_, keep)| wanted.iter().all(|d| keep.contains(d)))
+        .min_by_key(|(_, keep)| keep.len())
         .map_or(FULL, |(code, _)| *code);
     let columns: String = wanted.iter().map(|d| format!("{}, ", d.as_str())).collect();
     let mut select = conn.prepare_cached(&format!(
