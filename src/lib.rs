@@ -19,6 +19,7 @@ pub mod learning;
 pub mod metrics;
 pub mod money;
 pub mod postback;
+pub mod report;
 pub mod rules;
 pub mod store;
 pub mod template;

@@ -3,6 +3,7 @@
 mod check;
 mod classify;
 mod explain;
+mod report;
 mod serve;
 mod simulate;
 
@@ -39,6 +40,8 @@ enum Command {
     Explain(explain::ExplainArgs),
     /// Classify JSON lines {"ip","ua","accept_language"} from stdin, one JSON line out per line in.
     Classify,
+    /// Print earnings from the store as a table, CSV or JSON (the numbers of GET /api/report).
+    Report(report::ReportArgs),
     /// Replay a synthetic traffic scenario through the fallback policies; print JSON.
     Simulate(simulate::SimulateArgs),
 }
@@ -63,6 +66,7 @@ pub fn main() -> ExitCode {
         Command::Check => check::run(&settings),
         Command::Explain(args) => explain::run(&settings, &args),
         Command::Classify => classify::run(&settings),
+        Command::Report(args) => report::run(&settings, &args),
         Command::Simulate(args) => simulate::run(&args),
     }
 }

@@ -133,19 +133,125 @@ pub enum DeliveryAttempt {
     GaveUp { error: String },
 }
 
-/// Totals of one offer's clicks in a period and of the conversions of those clicks (SPEC §12).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct OfferTotals {
-    /// `None` for clicks that went to no offer (backlink, bot).
-    pub offer: Option<String>,
+/// A dimension a report groups by (SPEC §12), besides the day: the day is a report's time spans
+/// (see `ReportQuery::spans`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Dimension {
+    /// The offer the click went to; `None` for backlink and bot clicks.
+    Offer,
+    Campaign,
+    /// `primary`, `fallback`, `backlink` or `bot`.
+    Route,
+    /// The conversion event (`conversion`, `lead`, ...); `None` for click counters (see
+    /// `Store::report`).
+    Event,
+    Country,
+    /// `Os::as_str`.
+    Os,
+    /// `Device::as_str`.
+    Device,
+    Browser,
+    Carrier,
+    /// `Connection::as_str`.
+    Connection,
+    Language,
+}
+
+impl Dimension {
+    pub const ALL: [Dimension; 11] = [
+        Dimension::Offer,
+        Dimension::Campaign,
+        Dimension::Route,
+        Dimension::Event,
+        Dimension::Country,
+        Dimension::Os,
+        Dimension::Device,
+        Dimension::Browser,
+        Dimension::Carrier,
+        Dimension::Connection,
+        Dimension::Language,
+    ];
+
+    /// The name used in `group_by`, in report rows and CSV headers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dimension::Offer => "offer",
+            Dimension::Campaign => "campaign",
+            Dimension::Route => "route",
+            Dimension::Event => "event",
+            Dimension::Country => "country",
+            Dimension::Os => "os",
+            Dimension::Device => "device",
+            Dimension::Browser => "browser",
+            Dimension::Carrier => "carrier",
+            Dimension::Connection => "connection",
+            Dimension::Language => "language",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Dimension> {
+        Dimension::ALL.into_iter().find(|d| d.as_str() == text)
+    }
+}
+
+/// Half-open span of click time, `[start_ms, end_ms)` in Unix milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimeSpan {
+    pub start_ms: i64,
+    pub end_ms: i64,
+}
+
+/// What `Store::report` sums: storage-neutral, with no time zone, ratio or formatting in it (those
+/// are `crate::report`'s).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReportQuery {
+    /// Spans of click time, in order and not overlapping; every group belongs to one of them. One
+    /// span for a whole report, or one per local day when it groups by day. Bounds are local
+    /// midnights, which fall on a quarter hour in every time zone in use since 1980; a store may
+    /// round a bound down to a quarter hour (the SQLite store's finest bucket).
+    pub spans: Vec<TimeSpan>,
+    /// Only clicks of this campaign (and their conversions).
+    pub campaign: Option<String>,
+    /// What to group by within each span, in the order the values are wanted; no repeats.
+    pub dimensions: Vec<Dimension>,
+}
+
+/// Summed counters of one group (SPEC §12). Money in base currency.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ReportCounters {
     pub clicks: i64,
+    /// Sum of the clicks' own costs (a CPM price already divided by 1000); no cost counts 0.
     pub cost: Money,
-    /// Approved identities.
+    /// Currently approved identities.
     pub conversions: i64,
-    /// Approved payouts.
+    /// Their current payouts (negative adjustments netted).
     pub revenue: Money,
-    /// Pending payouts.
+    /// Payouts of currently pending identities.
     pub pending_revenue: Money,
+}
+
+impl ReportCounters {
+    pub fn add(&mut self, other: &ReportCounters) {
+        self.clicks += other.clicks;
+        self.cost = self.cost + other.cost;
+        self.conversions += other.conversions;
+        self.revenue = self.revenue + other.revenue;
+        self.pending_revenue = self.pending_revenue + other.pending_revenue;
+    }
+
+    pub fn is_zero(&self) -> bool {
+        *self == ReportCounters::default()
+    }
+}
+
+/// The counters of one group of a report: one span and one value per dimension.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReportGroup {
+    /// Index into `ReportQuery::spans`.
+    pub span: usize,
+    /// One value per `ReportQuery::dimensions`, in that order; `None` where the click had none.
+    pub values: Vec<Option<String>>,
+    pub counters: ReportCounters,
 }
 
 /// A fallback-routed click as the optimiser learns from it (SPEC §8).
@@ -274,13 +380,22 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<EvidencePage, StoreError>;
 
-    /// Per-offer totals of clicks whose time is in [from_ms, to_ms), optionally of one campaign.
-    /// Conversions count against their click's time (SPEC §12). Offer None = clicks that went to
-    /// backlink/bot.
-    async fn offer_totals(
-        &self,
-        from_ms: i64,
-        to_ms: i64,
-        campaign: Option<&str>,
-    ) -> Result<Vec<OfferTotals>, StoreError>;
+    /// Summed report counters (SPEC §12), one group per span and distinct combination of the
+    /// query's dimension values that has any clicks or conversions; order unspecified.
+    ///
+    /// - A click counts in the span holding its time, under its own campaign, offer, route and
+    ///   classification, with its `cost`.
+    /// - A conversion identity counts against its click: the click's span and dimensions, by its
+    ///   current status only (`conversion::counts`): approved adds one to `conversions` and its
+    ///   payout to `revenue`, pending its payout to `pending_revenue`, rejected and chargeback
+    ///   nothing. Every transition and negative adjustment is reflected at once.
+    /// - With `Dimension::Event`, click counters (`clicks`, `cost`) are in groups whose event is
+    ///   `None` and conversion counters in groups named by their event, never mixed; without it,
+    ///   both are summed into the same groups. (`crate::report` decides how rows show them.)
+    /// - A campaign never seen gives no groups. Groups whose counters are all zero may be left
+    ///   out or kept.
+    ///
+    /// Expected to answer from aggregates kept up to date at write time, not by scanning clicks:
+    /// reports over weeks of traffic are interactive (SPEC §12, README "Reports").
+    async fn report(&self, query: &ReportQuery) -> Result<Vec<ReportGroup>, StoreError>;
 }

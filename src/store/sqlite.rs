@@ -39,17 +39,20 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row}
 use rusqlite::{types::Type, TransactionBehavior};
 use tokio::sync::oneshot;
 
+mod rollup;
+
+use self::rollup::{Dims, Rollup};
 use super::codec;
 use super::{
     ClickRecord, ConversionReport, Delivery, DeliveryAttempt, DeliveryPlan, DeliveryState,
-    Durability, EvidenceClick, EvidenceConversion, EvidenceCursor, EvidencePage, NewDelivery,
-    OfferTotals, Store, StoreError, StoreStats,
+    Dimension, Durability, EvidenceClick, EvidenceConversion, EvidenceCursor, EvidencePage,
+    NewDelivery, ReportCounters, ReportGroup, ReportQuery, Store, StoreError, StoreStats,
 };
 use crate::bandit::Segment;
 use crate::conversion::{self, Change, ConversionState, ConversionStatus};
 use crate::decide::Route;
 use crate::money::Money;
-use crate::visitor::Visitor;
+use crate::visitor::{Connection as Link, Device, Os, Visitor};
 
 /// Marks the file as ours (`PRAGMA application_id`), so we never add tables to someone else's.
 const APPLICATION_ID: i32 = 0x534c_4e4b;
@@ -148,7 +151,18 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX deliveries_due ON deliveries(state, next_at_ms);
     CREATE INDEX deliveries_by_state ON deliveries(state);",
+    // Report rollups (see `rollup`), built from the clicks and conversions already stored by
+    // `after_migration`.
+    rollup::CREATE_TABLE,
 ];
+
+/// Work a migration does beyond its SQL, in the same transaction; `version` is the one reached.
+fn after_migration(tx: &Connection, version: i64) -> rusqlite::Result<()> {
+    match version {
+        3 => rollup::backfill(tx),
+        _ => Ok(()),
+    }
+}
 
 /// `conversion_reports.result`: part of the file format, like the `codec` codes.
 const REPORT_RECORDED: i64 = 1;
@@ -603,15 +617,9 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn offer_totals(
-        &self,
-        from_ms: i64,
-        to_ms: i64,
-        campaign: Option<&str>,
-    ) -> Result<Vec<OfferTotals>, StoreError> {
-        let campaign = campaign.map(str::to_owned);
-        self.read(move |conn| offer_totals(conn, from_ms, to_ms, campaign.as_deref()))
-            .await
+    async fn report(&self, query: &ReportQuery) -> Result<Vec<ReportGroup>, StoreError> {
+        let query = query.clone();
+        self.read(move |conn| rollup::report(conn, &query)).await
     }
 }
 
@@ -754,6 +762,7 @@ fn migrate(conn: &mut Connection) -> Result<(), String> {
         }
         let index = usize::try_from(version).map_err(|e| e.to_string())?;
         tx.execute_batch(MIGRATIONS[index])
+            .and_then(|()| after_migration(&tx, version + 1))
             .map_err(|e| format!("schema migration to version {}: {e}", version + 1))?;
         tx.pragma_update(None, "user_version", version + 1)
             .map_err(text)?;
@@ -1059,6 +1068,103 @@ impl SqliteReader {
     ) -> Result<EvidencePage, StoreError> {
         evidence_page(&self.conn, since_ms, until_ms, after.as_ref(), limit).map_err(store_error)
     }
+
+    /// `Store::report`.
+    pub fn report(&self, query: &ReportQuery) -> Result<Vec<ReportGroup>, StoreError> {
+        rollup::report(&self.conn, query).map_err(store_error)
+    }
+}
+
+/// One fact for `fill_report_rollups`: counters under a click's time and dimensions.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReportFact {
+    pub ts_ms: i64,
+    pub campaign: String,
+    pub offer: Option<String>,
+    pub route: Route,
+    /// `None` for click counters (`clicks`, `cost`), the event for conversion counters.
+    pub event: Option<String>,
+    pub country: Option<String>,
+    pub os: Os,
+    pub device: Device,
+    pub browser: Option<String>,
+    pub carrier: Option<String>,
+    pub connection: Link,
+    pub language: Option<String>,
+    pub counters: ReportCounters,
+}
+
+/// Benchmark and test support: adds `facts` to the report rollups of the store file at `path`
+/// through the same summing and upserts as the writer thread, as if clicks and conversions with
+/// those times and dimensions had been recorded, without storing the clicks or conversions
+/// themselves (so only reports see them). Creates and migrates the file if needed. Meant for a
+/// file no server is writing to. Answers the number of facts added.
+pub fn fill_report_rollups(
+    path: &Path,
+    facts: impl IntoIterator<Item = ReportFact>,
+) -> Result<u64, StoreError> {
+    const WRITE_AT: usize = 250_000;
+    let fail = |err: String| {
+        StoreError::Unavailable(format!(
+            "cannot fill SQLite store {}: {err}",
+            path.display()
+        ))
+    };
+    let mut conn = open_writer(path, Durability::Batched).map_err(fail)?;
+    migrate(&mut conn).map_err(fail)?;
+    let mut names = HashMap::new();
+    let mut rollup = Rollup::default();
+    let mut added = 0_u64;
+    let mut tx = conn.transaction().map_err(store_error)?;
+    for fact in facts {
+        let mut add = || -> rusqlite::Result<()> {
+            let name = |names: &mut HashMap<String, i64>, name: Option<&str>| {
+                intern_opt(&tx, names, name).map(|id| id.unwrap_or(0))
+            };
+            let mut dims = Dims::default();
+            dims.set(
+                Dimension::Campaign,
+                intern(&tx, &mut names, &fact.campaign)?,
+            );
+            dims.set(Dimension::Offer, name(&mut names, fact.offer.as_deref())?);
+            dims.set(Dimension::Route, codec::route_code(fact.route));
+            dims.set(Dimension::Event, name(&mut names, fact.event.as_deref())?);
+            dims.set(
+                Dimension::Country,
+                name(&mut names, fact.country.as_deref())?,
+            );
+            dims.set(Dimension::Os, codec::os_code(fact.os));
+            dims.set(Dimension::Device, codec::device_code(fact.device));
+            dims.set(
+                Dimension::Browser,
+                name(&mut names, fact.browser.as_deref())?,
+            );
+            dims.set(
+                Dimension::Carrier,
+                name(&mut names, fact.carrier.as_deref())?,
+            );
+            dims.set(
+                Dimension::Connection,
+                codec::connection_code(fact.connection),
+            );
+            dims.set(
+                Dimension::Language,
+                name(&mut names, fact.language.as_deref())?,
+            );
+            rollup.add(fact.ts_ms, &dims, &fact.counters);
+            Ok(())
+        };
+        add().map_err(store_error)?;
+        added += 1;
+        if rollup.len() >= WRITE_AT {
+            rollup.write(&tx).map_err(store_error)?;
+            tx.commit().map_err(store_error)?;
+            tx = conn.transaction().map_err(store_error)?;
+        }
+    }
+    rollup.write(&tx).map_err(store_error)?;
+    tx.commit().map_err(store_error)?;
+    Ok(added)
 }
 
 const SELECT_DELIVERY: &str = "
@@ -1087,81 +1193,6 @@ fn delivery_from_row(row: &Row<'_>) -> rusqlite::Result<Delivery> {
         last_error: row.get(10)?,
         delivered_ms: row.get(11)?,
     })
-}
-
-fn offer_totals(
-    conn: &Connection,
-    from_ms: i64,
-    to_ms: i64,
-    campaign: Option<&str>,
-) -> rusqlite::Result<Vec<OfferTotals>> {
-    let campaign = match campaign {
-        None => None,
-        Some(name) => {
-            let id: Option<i64> = conn
-                .prepare_cached("SELECT id FROM names WHERE name = ?1")?
-                .query_row([name], |row| row.get(0))
-                .optional()?;
-            // A campaign never named in the file has had no clicks.
-            let Some(id) = id else {
-                return Ok(Vec::new());
-            };
-            Some(id)
-        }
-    };
-    let mut totals: HashMap<Option<String>, OfferTotals> = HashMap::new();
-    let mut clicks = conn.prepare_cached(
-        "SELECT n.name, t.clicks, t.cost
-         FROM (SELECT offer, count(*) AS clicks, coalesce(sum(cost), 0) AS cost
-               FROM clicks
-               WHERE ts >= ?1 AND ts < ?2 AND (?3 IS NULL OR campaign = ?3)
-               GROUP BY offer) t
-         LEFT JOIN names n ON n.id = t.offer",
-    )?;
-    let mut rows = clicks.query(params![from_ms, to_ms, campaign])?;
-    while let Some(row) = rows.next()? {
-        let offer: Option<String> = row.get(0)?;
-        let entry = totals.entry(offer.clone()).or_insert_with(|| OfferTotals {
-            offer,
-            ..OfferTotals::default()
-        });
-        entry.clicks += row.get::<_, i64>(1)?;
-        entry.cost = entry.cost + Money::from_micros(row.get(2)?);
-    }
-    // Each identity is folded through `conversion::counts`, so what a status counts for is
-    // decided in one place for the postback answer, the caps and this report alike.
-    let mut conversions = conn.prepare_cached(
-        "SELECT n.name, v.status, v.payout
-         FROM conversions v
-         JOIN clicks c ON c.id = v.click_id
-         LEFT JOIN names n ON n.id = c.offer
-         WHERE v.click_ts >= ?1 AND v.click_ts < ?2 AND (?3 IS NULL OR c.campaign = ?3)",
-    )?;
-    let mut rows = conversions.query(params![from_ms, to_ms, campaign])?;
-    while let Some(row) = rows.next()? {
-        let offer: Option<String> = row.get(0)?;
-        let code: i64 = row.get(1)?;
-        let status = codec::conversion_status_from_code(code)
-            .ok_or(rusqlite::Error::IntegralValueOutOfRange(1, code))?;
-        let payout = Money::from_micros(row.get(2)?);
-        let (count, revenue, pending) = conversion::counts(ConversionState { status, payout });
-        let entry = totals.entry(offer.clone()).or_insert_with(|| OfferTotals {
-            offer,
-            ..OfferTotals::default()
-        });
-        entry.conversions += count;
-        entry.revenue = entry.revenue + revenue;
-        entry.pending_revenue = entry.pending_revenue + pending;
-    }
-    let mut totals: Vec<OfferTotals> = totals.into_values().collect();
-    // Offers by name, then the traffic that went to no offer.
-    totals.sort_by(|a, b| match (&a.offer, &b.offer) {
-        (Some(a), Some(b)) => a.cmp(b),
-        (Some(_), None) => std::cmp::Ordering::Less,
-        (None, Some(_)) => std::cmp::Ordering::Greater,
-        (None, None) => std::cmp::Ordering::Equal,
-    });
-    Ok(totals)
 }
 
 /// Owns the write connection; the only thread that writes.
@@ -1374,17 +1405,31 @@ impl Writer {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut results = Vec::with_capacity(writes.len());
+        // The batch's report counters, summed per rollup row and written before the commit.
+        let mut rollup = Rollup::default();
         for write in writes.iter_mut() {
             let applied = match &mut write.kind {
                 WriteKind::Click(record) => {
-                    insert_click(&tx, &mut self.names, record).map(|()| Ok(Outcome::Done))
+                    insert_click(&tx, &mut self.names, record).map(|dims| {
+                        rollup.add(record.ts_ms, &dims, &click_counters(record));
+                        Ok(Outcome::Done)
+                    })
                 }
                 WriteKind::Conversion(conversion) => {
                     // A conversion is several statements: one refused midway must leave none.
                     let savepoint = tx.savepoint()?;
-                    match apply_conversion(&savepoint, conversion) {
-                        Ok(change) => savepoint.commit().map(|()| Ok(Outcome::Conversion(change))),
-                        Err(err) => Err(err),
+                    match apply_conversion(&savepoint, conversion, &mut self.names) {
+                        Ok((change, counted)) => savepoint.commit().map(|()| {
+                            if let Some((ts_ms, dims, delta)) = counted {
+                                rollup.add(ts_ms, &dims, &delta);
+                            }
+                            Ok(Outcome::Conversion(change))
+                        }),
+                        Err(err) => {
+                            // Names interned inside the rolled-back savepoint are gone.
+                            self.names.clear();
+                            Err(err)
+                        }
                     }
                 }
                 WriteKind::DeliveryAttempt { id, attempt } => {
@@ -1400,6 +1445,7 @@ impl Writer {
                 Err(err) => return Err(err),
             }
         }
+        rollup.write(&tx)?;
         tx.commit()?;
         Ok(results)
     }
@@ -1500,8 +1546,10 @@ fn prune_once(conn: &mut Connection, run: &PruneRun) -> rusqlite::Result<(u64, b
         ),
         run.failed_cutoff_ms,
     )?;
+    // Report rollups go with the clicks they count, a whole bucket once it has ended.
+    let rollups_left = rollup::prune_step(&tx, run.cutoff_ms)?;
     tx.commit()?;
-    Ok((clicks as u64, more))
+    Ok((clicks as u64, more || rollups_left))
 }
 
 impl Write {
@@ -1519,8 +1567,18 @@ fn describe_conversion(report: &ConversionReport) -> String {
     format!("conversion {}/{}/{}", key.click_id, key.event, key.txid)
 }
 
+/// What a conversion adds to the report rollups: its click's time and dimensions with the
+/// conversion's event, and the change of what the identity counts for.
+type Counted = Option<(i64, Dims, ReportCounters)>;
+
 /// Applies one report to its identity (SPEC §9) and queues the delivery its plan asks for.
-fn apply_conversion(conn: &Connection, write: &mut ConversionWrite) -> rusqlite::Result<Change> {
+/// Answers the change and what it moves in the report rollups (nothing for a duplicate, or when
+/// the click is not stored).
+fn apply_conversion(
+    conn: &Connection,
+    write: &mut ConversionWrite,
+    names: &mut HashMap<String, i64>,
+) -> rusqlite::Result<(Change, Counted)> {
     let report = &write.report;
     let key = &report.key;
     let stored: Option<(i64, i64, i64, Option<i64>)> = conn
@@ -1541,18 +1599,38 @@ fn apply_conversion(conn: &Connection, write: &mut ConversionWrite) -> rusqlite:
         None => None,
     };
     let change = conversion::apply(current, report.status, report.payout);
+    let delta = match change {
+        Change::Duplicate => None,
+        Change::Recorded(state) => Some(rollup::conversion_delta(None, state)),
+        Change::Updated { before, after } => Some(rollup::conversion_delta(Some(before), after)),
+    };
+    // The click was handed to this writer before the report could name it, so it is committed
+    // by now or earlier in this transaction.
+    let click = match delta {
+        None => None,
+        Some(_) => conn
+            .prepare_cached(&format!(
+                "SELECT {} FROM clicks WHERE id = ?1",
+                rollup::CLICK_COLUMNS
+            ))?
+            .query_row([&key.click_id], |row| {
+                rollup::click_dims(conn, names, row, 0)
+            })
+            .optional()?,
+    };
+    let counted = match (click, delta) {
+        (Some((ts_ms, mut dims)), Some(delta)) => {
+            dims.set(Dimension::Event, intern(conn, names, &key.event)?);
+            Some((ts_ms, dims, delta))
+        }
+        _ => None,
+    };
     let approved = ConversionStatus::Approved;
     let (click_ts, result) = match (change, stored) {
         (Change::Duplicate, _) => (None, None),
         (Change::Recorded(state), _) => {
-            // The click was handed to this writer before the report could name it, so it is
-            // committed by now or earlier in this transaction. Should its write have failed,
-            // the report's own time stands in.
-            let click_ts: i64 = conn
-                .prepare_cached("SELECT ts FROM clicks WHERE id = ?1")?
-                .query_row([&key.click_id], |row| row.get(0))
-                .optional()?
-                .unwrap_or(report.ts_ms);
+            // Should the click's write have failed, the report's own time stands in.
+            let click_ts = click.map_or(report.ts_ms, |(ts_ms, _)| ts_ms);
             conn.prepare_cached(
                 "INSERT INTO conversions (click_id, event, txid, click_ts, status, payout,
                      sent_payout, sent_currency, created_ms, updated_ms, approved_ms)
@@ -1640,7 +1718,7 @@ fn apply_conversion(conn: &Connection, write: &mut ConversionWrite) -> rusqlite:
             codec::delivery_state_code(DeliveryState::Pending),
         ])?;
     }
-    Ok(change)
+    Ok((change, counted))
 }
 
 /// Records an attempt's outcome. Only a pending delivery changes: a late answer for one already
@@ -1722,11 +1800,12 @@ fn intern_opt(
     name.map(|name| intern(conn, names, name)).transpose()
 }
 
+/// Inserts a click; answers its dimensions as the report rollups key them.
 fn insert_click(
     conn: &Connection,
     names: &mut HashMap<String, i64>,
     click: &ClickRecord,
-) -> rusqlite::Result<()> {
+) -> rusqlite::Result<Dims> {
     let v = &click.visitor;
     let campaign = intern(conn, names, &click.campaign)?;
     let source = intern(conn, names, &click.source)?;
@@ -1771,7 +1850,29 @@ fn insert_click(
         codec::encode_ip(&click.ip),
         codec::encode_params(&click.params),
     ])?;
-    Ok(())
+    let mut dims = Dims::default();
+    dims.set(Dimension::Campaign, campaign);
+    dims.set(Dimension::Offer, offer.unwrap_or(0));
+    dims.set(Dimension::Route, codec::route_code(click.route));
+    let country = intern_opt(conn, names, v.country.as_deref())?;
+    dims.set(Dimension::Country, country.unwrap_or(0));
+    dims.set(Dimension::Os, codec::os_code(v.os));
+    dims.set(Dimension::Device, codec::device_code(v.device));
+    dims.set(Dimension::Browser, browser.unwrap_or(0));
+    dims.set(Dimension::Carrier, carrier.unwrap_or(0));
+    dims.set(Dimension::Connection, codec::connection_code(v.connection));
+    let language = intern_opt(conn, names, v.language.as_deref())?;
+    dims.set(Dimension::Language, language.unwrap_or(0));
+    Ok(dims)
+}
+
+/// What one click adds to the report counters.
+fn click_counters(click: &ClickRecord) -> ReportCounters {
+    ReportCounters {
+        clicks: 1,
+        cost: click.cost.unwrap_or(Money::ZERO),
+        ..ReportCounters::default()
+    }
 }
 
 #[cfg(test)]
@@ -2347,12 +2448,10 @@ mod tests {
             store.approved_since(approved_at).await.unwrap(),
             vec![("sweeps-us".to_string(), approved_at)]
         );
-        let totals = store
-            .offer_totals(click.ts_ms, click.ts_ms + 1, None)
-            .await
-            .unwrap();
-        assert_eq!(totals[0].revenue, money("1.5"));
-        assert_eq!(totals[0].conversions, 1);
+        let quarter = click.ts_ms.div_euclid(900_000) * 900_000;
+        let totals = groups(&store, &[(quarter, quarter + 900_000)], None, &[]).await;
+        assert_eq!(totals[0].counters.revenue, money("1.5"));
+        assert_eq!(totals[0].counters.conversions, 1);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -2837,11 +2936,56 @@ mod tests {
         }
     }
 
+    /// Report groups sorted by span and values, for comparing.
+    async fn groups(
+        store: &SqliteStore,
+        spans: &[(i64, i64)],
+        campaign: Option<&str>,
+        dimensions: &[Dimension],
+    ) -> Vec<ReportGroup> {
+        let query = ReportQuery {
+            spans: spans
+                .iter()
+                .map(|&(start_ms, end_ms)| super::super::TimeSpan { start_ms, end_ms })
+                .collect(),
+            campaign: campaign.map(str::to_owned),
+            dimensions: dimensions.to_vec(),
+        };
+        let mut groups = store.report(&query).await.unwrap();
+        groups.sort_by(|a, b| (a.span, &a.values).cmp(&(b.span, &b.values)));
+        groups
+    }
+
+    fn counters(
+        clicks: i64,
+        cost: i64,
+        conversions: i64,
+        revenue: &str,
+        pending: &str,
+    ) -> ReportCounters {
+        ReportCounters {
+            clicks,
+            cost: Money::from_micros(cost),
+            conversions,
+            revenue: money(revenue),
+            pending_revenue: money(pending),
+        }
+    }
+
+    fn group(span: usize, values: &[Option<&str>], counters: ReportCounters) -> ReportGroup {
+        ReportGroup {
+            span,
+            values: values.iter().map(|v| v.map(str::to_owned)).collect(),
+            counters,
+        }
+    }
+
     #[tokio::test]
-    async fn offer_totals_give_exact_numbers_for_a_known_set_of_clicks_and_conversions() {
+    async fn report_rollups_give_exact_numbers_for_a_known_set_of_clicks_and_conversions() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir, Durability::Batched);
-        let from = now_ms() - DAY_MS;
+        // A quarter-hour-aligned period of half a day, a day ago.
+        let from = (now_ms() - DAY_MS).div_euclid(900_000) * 900_000;
         let to = from + DAY_MS / 2;
         let cpm = money("3.6").div_round(1000);
         let click = |offset: i64, offer: Option<&str>, campaign: &str| {
@@ -2855,11 +2999,13 @@ mod tests {
         let alpha: Vec<ClickRecord> = (0..4)
             .map(|i| click(i * 1000, Some("alpha"), "main"))
             .collect();
-        let beta: Vec<ClickRecord> = (0..2)
+        let mut beta: Vec<ClickRecord> = (0..2)
             .map(|i| click(i * 1000 + 1, Some("beta"), "other"))
             .collect();
+        beta[1].visitor.country = Some("DE".into());
         let mut uncosted = click(5000, None, "main");
         uncosted.cost = None;
+        uncosted.route = Route::Backlink;
         let before = click(-1, Some("alpha"), "main");
         let after = click(to - from, Some("alpha"), "main");
         for click in alpha
@@ -2881,6 +3027,7 @@ mod tests {
         record(&alpha[3], "t1", Chargeback, "0").await.unwrap();
         record(&beta[0], "t1", Pending, "1").await.unwrap();
         record(&beta[0], "t1", Approved, "1.1").await.unwrap();
+        record(&beta[0], "t1", Approved, "1.1").await.unwrap();
         record(&beta[1], "t1", Approved, "3").await.unwrap();
         record(&beta[1], "t1", Approved, "-0.75").await.unwrap();
         record(&uncosted, "t1", Approved, "0.5").await.unwrap();
@@ -2888,44 +3035,261 @@ mod tests {
         record(&before, "t1", Approved, "100").await.unwrap();
         record(&after, "t1", Approved, "100").await.unwrap();
 
-        let totals = store.offer_totals(from, to, None).await.unwrap();
-        let expected = vec![
-            OfferTotals {
-                offer: Some("alpha".into()),
-                clicks: 4,
-                cost: Money::from_micros(14_400),
-                conversions: 2,
-                revenue: money("3.75"),
-                pending_revenue: money("4"),
-            },
-            OfferTotals {
-                offer: Some("beta".into()),
-                clicks: 2,
-                cost: Money::from_micros(7_200),
-                conversions: 2,
-                revenue: money("3.35"),
-                pending_revenue: Money::ZERO,
-            },
-            OfferTotals {
-                offer: None,
-                clicks: 1,
-                cost: Money::ZERO,
-                conversions: 1,
-                revenue: money("0.5"),
-                pending_revenue: Money::ZERO,
-            },
-        ];
-        assert_eq!(totals, expected);
+        let by_offer = groups(&store, &[(from, to)], None, &[Dimension::Offer]).await;
+        let alpha_totals = counters(4, 14_400, 2, "3.75", "4");
+        let beta_totals = counters(2, 7_200, 2, "3.35", "0");
+        let none_totals = counters(1, 0, 1, "0.5", "0");
+        assert_eq!(
+            by_offer,
+            vec![
+                group(0, &[None], none_totals),
+                group(0, &[Some("alpha")], alpha_totals),
+                group(0, &[Some("beta")], beta_totals),
+            ]
+        );
+        let main = groups(&store, &[(from, to)], Some("main"), &[Dimension::Offer]).await;
+        assert_eq!(
+            main,
+            vec![
+                group(0, &[None], none_totals),
+                group(0, &[Some("alpha")], alpha_totals)
+            ]
+        );
+        assert!(groups(
+            &store,
+            &[(from, to)],
+            Some("never-seen"),
+            &[Dimension::Offer]
+        )
+        .await
+        .is_empty());
+        let wider = groups(
+            &store,
+            &[(from - 900_000, to + 900_000)],
+            None,
+            &[Dimension::Offer],
+        )
+        .await;
+        assert_eq!(
+            (
+                wider[1].values[0].as_deref(),
+                wider[1].counters.clicks,
+                wider[1].counters.revenue
+            ),
+            (Some("alpha"), 6, money("203.75"))
+        );
+        // Every dimension: the clicks under no event, each event's conversions under its name.
+        let by_country_event = groups(
+            &store,
+            &[(from, to)],
+            Some("other"),
+            &[Dimension::Country, Dimension::Event, Dimension::Route],
+        )
+        .await;
+        assert_eq!(
+            by_country_event,
+            vec![
+                group(
+                    0,
+                    &[Some("DE"), None, Some("fallback")],
+                    counters(1, 3_600, 0, "0", "0")
+                ),
+                group(
+                    0,
+                    &[Some("DE"), Some("conversion"), Some("fallback")],
+                    counters(0, 0, 1, "2.25", "0")
+                ),
+                group(
+                    0,
+                    &[Some("US"), None, Some("fallback")],
+                    counters(1, 3_600, 0, "0", "0")
+                ),
+                group(
+                    0,
+                    &[Some("US"), Some("conversion"), Some("fallback")],
+                    counters(0, 0, 1, "1.1", "0")
+                ),
+            ]
+        );
+        // Two spans: the period's first quarter hour, which holds every click, and the rest.
+        let split = groups(
+            &store,
+            &[(from, from + 900_000), (from + 900_000, to)],
+            Some("main"),
+            &[Dimension::Campaign],
+        )
+        .await;
+        assert_eq!(
+            split,
+            vec![group(
+                0,
+                &[Some("main")],
+                counters(5, 14_400, 3, "4.25", "4")
+            )]
+        );
+    }
 
-        let main = store.offer_totals(from, to, Some("main")).await.unwrap();
-        assert_eq!(main, vec![expected[0].clone(), expected[2].clone()]);
-        assert!(store
-            .offer_totals(from, to, Some("never-seen"))
-            .await
-            .unwrap()
-            .is_empty());
-        let wider = store.offer_totals(from - 1, to + 1, None).await.unwrap();
-        assert_eq!((wider[0].clicks, wider[0].revenue), (6, money("203.75")));
+    /// Every click and conversion identity summed from the raw tables, as `report` should
+    /// answer for a period with every dimension and one span.
+    fn raw_totals(conn: &Connection, from: i64, to: i64) -> ReportCounters {
+        let mut totals = ReportCounters::default();
+        let (clicks, cost): (i64, i64) = conn
+            .query_row(
+                "SELECT count(*), coalesce(sum(cost), 0) FROM clicks WHERE ts >= ?1 AND ts < ?2",
+                [from, to],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .unwrap();
+        totals.clicks = clicks;
+        totals.cost = Money::from_micros(cost);
+        let mut query = conn
+            .prepare(
+                "SELECT v.status, v.payout FROM conversions v JOIN clicks c ON c.id = v.click_id
+                 WHERE c.ts >= ?1 AND c.ts < ?2",
+            )
+            .unwrap();
+        let rows = query
+            .query_map([from, to], |row| Ok((row.get::<_, i64>(0)?, row.get(1)?)))
+            .unwrap();
+        for row in rows {
+            let (code, payout) = row.unwrap();
+            let (count, revenue, pending) = conversion::counts(ConversionState {
+                status: codec::conversion_status_from_code(code).unwrap(),
+                payout: Money::from_micros(payout),
+            });
+            totals.conversions += count;
+            totals.revenue = totals.revenue + revenue;
+            totals.pending_revenue = totals.pending_revenue + pending;
+        }
+        totals
+    }
+
+    #[tokio::test]
+    async fn rollups_match_the_raw_clicks_and_conversions_after_every_kind_of_report() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir, Durability::Batched);
+        let clicks = realistic_clicks(3_000);
+        for click in &clicks {
+            store.record_click(click.clone()).await.unwrap();
+        }
+        let statuses = [Approved, Pending, Rejected, Chargeback];
+        for (i, click) in clicks.iter().enumerate().step_by(7) {
+            let first = statuses[i % 4];
+            let at = now_ms();
+            store
+                .record_conversion(report_at(click, "a", first, "1.5", at), no_delivery())
+                .await
+                .unwrap();
+            let then = statuses[(i / 7) % 4];
+            store
+                .record_conversion(report_at(click, "a", then, "2.25", at), no_delivery())
+                .await
+                .unwrap();
+            if i % 3 == 0 {
+                store
+                    .record_conversion(report_at(click, "a", Approved, "-0.5", at), no_delivery())
+                    .await
+                    .unwrap();
+            }
+        }
+        let conn = independent(&store);
+        let start = clicks[0].ts_ms.div_euclid(900_000) * 900_000;
+        let end = start + 2 * DAY_MS;
+        let expected = raw_totals(&conn, start, end);
+        assert!(expected.conversions > 0 && expected.pending_revenue > Money::ZERO);
+        for dimensions in [
+            vec![],
+            vec![Dimension::Offer],
+            vec![Dimension::Campaign],
+            Dimension::ALL.to_vec(),
+        ] {
+            let mut sum = ReportCounters::default();
+            for group in groups(&store, &[(start, end)], None, &dimensions).await {
+                sum.add(&group.counters);
+            }
+            assert_eq!(sum, expected, "{dimensions:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_version_2_file_gets_report_rollups_built_from_its_clicks_and_conversions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let clicks = realistic_clicks(500);
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute_batch(MIGRATIONS[1]).unwrap();
+            conn.pragma_update(None, "user_version", 2).unwrap();
+            conn.pragma_update(None, "application_id", APPLICATION_ID)
+                .unwrap();
+            let mut names = HashMap::new();
+            for click in &clicks {
+                insert_click(&conn, &mut names, click).unwrap();
+            }
+            for (i, click) in clicks.iter().enumerate().step_by(5) {
+                conn.execute(
+                    "INSERT INTO conversions (click_id, event, txid, click_ts, status, payout,
+                         sent_currency, created_ms, updated_ms)
+                     VALUES (?1, ?2, '', ?3, ?4, ?5, 'USD', 0, 0)",
+                    params![
+                        click.id,
+                        if i % 2 == 0 { "lead" } else { "sale" },
+                        click.ts_ms,
+                        codec::conversion_status_code([Approved, Pending, Rejected][i % 3]),
+                        1_250_000 + i as i64
+                    ],
+                )
+                .unwrap();
+            }
+        }
+        let store = SqliteStore::open(&path, Durability::Batched, TEN_YEARS).unwrap();
+        let conn = independent(&store);
+        let start = clicks[0].ts_ms.div_euclid(900_000) * 900_000;
+        let end = start + 2 * DAY_MS;
+        let expected = raw_totals(&conn, start, end);
+        assert_eq!(expected.clicks, 500);
+        let mut sum = ReportCounters::default();
+        for group in groups(&store, &[(start, end)], None, &[Dimension::Event]).await {
+            sum.add(&group.counters);
+        }
+        assert_eq!(sum, expected);
+        // New writes add to the built rollups.
+        let mut next = clicks[0].clone();
+        next.id = crate::click_id::generate(next.ts_ms, &mut rand::rng());
+        store.record_click(next).await.unwrap();
+        store.flush().await.unwrap();
+        let offers = groups(&store, &[(start, end)], None, &[]).await;
+        assert_eq!(offers[0].counters.clicks, 501);
+    }
+
+    #[tokio::test]
+    async fn retention_deletes_report_buckets_that_ended_before_the_cutoff() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("smartlink.db");
+        let store = SqliteStore::open(&path, Durability::Batched, Duration::from_secs(30 * 86_400))
+            .unwrap();
+        store.prune_expired().await.unwrap();
+        let now = now_ms();
+        for age in [40 * DAY_MS, DAY_MS] {
+            store.record_click(click_at(now - age)).await.unwrap();
+        }
+        store.flush().await.unwrap();
+        store.prune_expired().await.unwrap();
+        let conn = independent(&store);
+        let cutoff = now - 30 * DAY_MS;
+        for (level, size) in rollup::LEVELS.iter().enumerate() {
+            let first_kept = cutoff.div_euclid(rollup::QUARTER_MS).div_euclid(*size);
+            let expired = count(
+                &conn,
+                &format!(
+                    "SELECT count(*) FROM report_rollup WHERE level = {level} AND bucket < {first_kept}"
+                ),
+            );
+            assert_eq!(expired, 0, "level {level}");
+        }
+        let all = groups(&store, &[(now - 2 * DAY_MS, now)], None, &[]).await;
+        assert_eq!(all[0].counters.clicks, 1);
     }
 
     #[tokio::test]
@@ -3115,7 +3479,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn twenty_thousand_clicks_take_at_most_300_bytes_each_on_disk() {
+    async fn twenty_thousand_clicks_take_at_most_300_bytes_each_and_their_rollups_150() {
         const CLICKS: usize = 20_000;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("size.db");
@@ -3133,12 +3497,27 @@ mod tests {
             let page_size: i64 = conn.pragma_query_one(None, "page_size").unwrap();
             pages * page_size
         };
+        let rollup_bytes = |conn: &Connection| -> i64 {
+            conn.query_row(
+                "SELECT sum(pgsize) FROM dbstat WHERE name = 'report_rollup'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap()
+        };
         conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
             .unwrap();
-        let as_written = file_bytes(&conn) / CLICKS as i64;
+        let as_written = (file_bytes(&conn) - rollup_bytes(&conn)) / CLICKS as i64;
         conn.execute_batch("VACUUM").unwrap();
-        let vacuumed = file_bytes(&conn) / CLICKS as i64;
-        println!("bytes per click: {as_written} as written, {vacuumed} after VACUUM");
+        let rollups = rollup_bytes(&conn) / CLICKS as i64;
+        let vacuumed = (file_bytes(&conn) - rollup_bytes(&conn)) / CLICKS as i64;
+        println!(
+            "bytes per click: {as_written} as written, {vacuumed} after VACUUM, \
+             {rollups} more in report rollups"
+        );
         assert!(vacuumed <= 300, "{vacuumed} bytes per click");
+        // Nearly every one of these clicks has a combination of dimensions of its own, so each
+        // adds a row to every level: the most the rollups take. Repeated traffic shares rows.
+        assert!(rollups <= 150, "{rollups} bytes per click in rollups");
     }
 }

@@ -6,7 +6,7 @@ use std::process::{Output, Stdio};
 
 use crate::helpers::*;
 
-fn smartlink(args: &[&str], stdin: Option<&str>) -> Output {
+pub fn smartlink(args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = smartlink_command()
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -28,11 +28,11 @@ fn smartlink(args: &[&str], stdin: Option<&str>) -> Output {
     child.wait_with_output().unwrap()
 }
 
-fn stdout(output: &Output) -> String {
+pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-fn stderr(output: &Output) -> String {
+pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 

@@ -8,5 +8,6 @@ mod learning;
 mod operations;
 mod postback;
 mod redis;
+mod report;
 mod rules_reload;
 mod shutdown;

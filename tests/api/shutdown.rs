@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use smartlink::config::Durability;
 use smartlink::store::sqlite::SqliteStore;
-use smartlink::store::Store;
+use smartlink::store::{ReportQuery, Store, TimeSpan};
 
 use crate::helpers::*;
 
@@ -144,8 +144,16 @@ async fn a_conversion_acknowledged_with_200_survives_kill_9() {
     server.stop_with("-KILL").await;
 
     let store = open_store(&db);
-    let totals = store.offer_totals(0, i64::MAX, None).await.unwrap();
-    let conversions: i64 = totals.iter().map(|row| row.conversions).sum();
+    let everything = ReportQuery {
+        spans: vec![TimeSpan {
+            start_ms: 0,
+            end_ms: i64::MAX,
+        }],
+        campaign: None,
+        dimensions: vec![],
+    };
+    let totals = store.report(&everything).await.unwrap();
+    let conversions: i64 = totals.iter().map(|group| group.counters.conversions).sum();
     assert_eq!(conversions, acknowledged);
 }
 

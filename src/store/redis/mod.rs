@@ -51,8 +51,8 @@ use self::keys::{join, split, Shard, SEP};
 use self::scripts::{Apply, Scripts};
 use super::{
     ClickRecord, ConversionReport, Delivery, DeliveryAttempt, DeliveryPlan, DeliveryState,
-    Durability, EvidenceClick, EvidenceConversion, EvidenceCursor, EvidencePage, OfferTotals,
-    Store, StoreError, StoreStats,
+    Dimension, Durability, EvidenceClick, EvidenceConversion, EvidenceCursor, EvidencePage,
+    ReportCounters, ReportGroup, ReportQuery, Store, StoreError, StoreStats,
 };
 use crate::bandit::Segment;
 use crate::conversion::{self, Change, ConversionState, ConversionStatus};
@@ -1402,19 +1402,16 @@ impl Store for RedisStore {
         })
     }
 
-    async fn offer_totals(
-        &self,
-        from_ms: i64,
-        to_ms: i64,
-        campaign: Option<&str>,
-    ) -> Result<Vec<OfferTotals>, StoreError> {
-        let mut totals: HashMap<Option<String>, OfferTotals> = HashMap::new();
-        if to_ms <= from_ms {
+    async fn report(&self, query: &ReportQuery) -> Result<Vec<ReportGroup>, StoreError> {
+        let mut groups: HashMap<(usize, Vec<Option<String>>), ReportCounters> = HashMap::new();
+        let (Some(first), Some(last)) = (query.spans.first(), query.spans.last()) else {
+            return Ok(Vec::new());
+        };
+        if last.end_ms <= first.start_ms {
             return Ok(Vec::new());
         }
-        let first_day = from_ms.div_euclid(DAY_MS);
-        let last_day = (to_ms - 1).div_euclid(DAY_MS);
-        let from_bucket = from_ms.div_euclid(QUARTER_MS) * QUARTER_MS;
+        let first_day = first.start_ms.div_euclid(DAY_MS);
+        let last_day = (last.end_ms - 1).div_euclid(DAY_MS);
         let mut conn = self.core.conn.clone();
         for shard in self.core.all_shards() {
             for day in first_day..=last_day {
@@ -1428,17 +1425,31 @@ impl Store for RedisStore {
                         continue;
                     };
                     let start = day * DAY_MS + counter.quarter * QUARTER_MS;
-                    if start < from_bucket || start >= to_ms {
+                    // Span bounds are local midnights, on a quarter hour: a bucket is in a span
+                    // when its start is.
+                    let Some(span) = query
+                        .spans
+                        .iter()
+                        .position(|s| s.start_ms <= start && start < s.end_ms)
+                    else {
+                        continue;
+                    };
+                    if query
+                        .campaign
+                        .as_deref()
+                        .is_some_and(|c| c != counter.value(Dimension::Campaign))
+                    {
                         continue;
                     }
-                    if campaign.is_some_and(|c| c != counter.campaign) {
-                        continue;
-                    }
-                    let offer = (!counter.offer.is_empty()).then(|| counter.offer.to_string());
-                    let entry = totals.entry(offer.clone()).or_insert_with(|| OfferTotals {
-                        offer,
-                        ..OfferTotals::default()
-                    });
+                    let values = query
+                        .dimensions
+                        .iter()
+                        .map(|&d| {
+                            let value = counter.value(d);
+                            (!value.is_empty()).then(|| value.to_string())
+                        })
+                        .collect();
+                    let entry = groups.entry((span, values)).or_default();
                     match counter.metric {
                         'k' => entry.clicks += value,
                         '$' => entry.cost = entry.cost + Money::from_micros(value),
@@ -1453,14 +1464,15 @@ impl Store for RedisStore {
                 }
             }
         }
-        let mut totals: Vec<OfferTotals> = totals.into_values().collect();
-        totals.sort_by(|a, b| match (&a.offer, &b.offer) {
-            (Some(a), Some(b)) => a.cmp(b),
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (None, Some(_)) => std::cmp::Ordering::Greater,
-            (None, None) => std::cmp::Ordering::Equal,
-        });
-        Ok(totals)
+        Ok(groups
+            .into_iter()
+            .filter(|(_, counters)| !counters.is_zero())
+            .map(|((span, values), counters)| ReportGroup {
+                span,
+                values,
+                counters,
+            })
+            .collect())
     }
 }
 
@@ -1468,8 +1480,9 @@ impl Store for RedisStore {
 struct Counter<'a> {
     metric: char,
     quarter: i64,
-    campaign: &'a str,
-    offer: &'a str,
+    /// campaign, offer, route, country, os, device, browser, carrier, connection, language,
+    /// event ("" for click metrics, as for a dimension the click had no value of).
+    parts: [&'a str; 11],
 }
 
 impl<'a> Counter<'a> {
@@ -1483,9 +1496,24 @@ impl<'a> Counter<'a> {
         Some(Counter {
             metric: parts[0].chars().next()?,
             quarter: parts[1].parse().ok()?,
-            campaign: parts[2],
-            offer: parts[3],
+            parts: parts[2..].try_into().ok()?,
         })
+    }
+
+    fn value(&self, dimension: Dimension) -> &'a str {
+        self.parts[match dimension {
+            Dimension::Campaign => 0,
+            Dimension::Offer => 1,
+            Dimension::Route => 2,
+            Dimension::Country => 3,
+            Dimension::Os => 4,
+            Dimension::Device => 5,
+            Dimension::Browser => 6,
+            Dimension::Carrier => 7,
+            Dimension::Connection => 8,
+            Dimension::Language => 9,
+            Dimension::Event => 10,
+        }]
     }
 }
 

@@ -191,7 +191,7 @@ async fn a_report_is_recorded_then_a_duplicate_then_an_update_with_the_report_co
         .unwrap();
     assert_eq!(again, Change::Duplicate);
     let day = now_ms() - now_ms().rem_euclid(DAY_MS);
-    let totals = store.offer_totals(day, day + DAY_MS, None).await.unwrap();
+    let totals = offer_totals(&store, day, None).await;
     assert_eq!(totals.len(), 1);
     assert_eq!(
         (
@@ -206,7 +206,7 @@ async fn a_report_is_recorded_then_a_duplicate_then_an_update_with_the_report_co
         .await
         .unwrap();
     assert!(matches!(updated, Change::Updated { .. }));
-    let totals = store.offer_totals(day, day + DAY_MS, None).await.unwrap();
+    let totals = offer_totals(&store, day, None).await;
     assert_eq!(
         (
             totals[0].conversions,
@@ -232,15 +232,30 @@ async fn a_report_is_recorded_then_a_duplicate_then_an_update_with_the_report_co
         .record_conversion(report(&click, Chargeback, 0), no_delivery())
         .await
         .unwrap();
-    let totals = store.offer_totals(day, day + DAY_MS, None).await.unwrap();
+    let totals = offer_totals(&store, day, None).await;
     assert_eq!((totals[0].conversions, totals[0].revenue), (0, Money::ZERO));
     assert!(store.approved_since(0).await.unwrap().is_empty());
     // Another campaign's report has none of it.
-    assert!(store
-        .offer_totals(day, day + DAY_MS, Some("other"))
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(offer_totals(&store, day, Some("other")).await.is_empty());
+}
+
+/// Per-offer report counters of the UTC day starting at `day`, in offer order.
+async fn offer_totals(
+    store: &RedisStore,
+    day: i64,
+    campaign: Option<&str>,
+) -> Vec<crate::store::ReportCounters> {
+    let query = crate::store::ReportQuery {
+        spans: vec![crate::store::TimeSpan {
+            start_ms: day,
+            end_ms: day + DAY_MS,
+        }],
+        campaign: campaign.map(str::to_string),
+        dimensions: vec![crate::store::Dimension::Offer],
+    };
+    let mut groups = store.report(&query).await.unwrap();
+    groups.sort_by(|a, b| a.values.cmp(&b.values));
+    groups.into_iter().map(|g| g.counters).collect()
 }
 
 async fn store_approval_time(store: &RedisStore, click: &ClickRecord) -> i64 {
@@ -283,7 +298,7 @@ async fn the_same_report_through_two_instances_at_once_is_recorded_once_with_one
     let pending = a.deliveries(DeliveryState::Pending, 100).await.unwrap();
     assert_eq!(pending.len(), 10);
     let day = now_ms() - now_ms().rem_euclid(DAY_MS);
-    let totals = b.offer_totals(day, day + DAY_MS, None).await.unwrap();
+    let totals = offer_totals(&b, day, None).await;
     assert_eq!((totals[0].clicks, totals[0].conversions), (10, 10));
 }
 
