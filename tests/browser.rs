@@ -1,8 +1,7 @@
 //! The dashboard in a real browser: headless Chromium driven over WebDriver (`chromedriver`).
 //! It logs in through the form, reads the earnings table and checks it against `/api/report`,
 //! shows a validation error, changes a fallback weight in the editor and checks that the change
-//! is in force and on disk. Screenshots go to `target/tmp/dashboard.png` and (with the day chart
-//! drawn from a stand-in day report) `target/tmp/dashboard-day-chart.png`.
+//! is in force and on disk. The screenshot goes to `target/tmp/dashboard.png`.
 //!
 //! Without `chromium` and `chromedriver` on PATH the test says so loudly and passes, unless
 //! `SLTEST_REQUIRE_BROWSER=1` (as `.ci/run` sets it), when it fails.
@@ -402,7 +401,7 @@ async fn the_dashboard_shows_the_reported_numbers_and_applies_a_weight_change() 
         )
         .await;
 
-    // Clicks and revenue by day: drawn when the server groups by day, else its error is shown.
+    // Clicks and revenue by day, from the server's own day report: a bar and a point a day.
     let by_day = app
         .api(&format!(
             "/api/report?group_by=day&from={}&to={}&tz=UTC",
@@ -410,17 +409,17 @@ async fn the_dashboard_shows_the_reported_numbers_and_applies_a_weight_change() 
             range[1].as_str().unwrap()
         ))
         .await;
+    assert_eq!(by_day.status(), 200);
     let days_shown = browser
-        .script(
-            "return {bars: document.querySelectorAll('#chart-days rect').length,
-                     error: document.querySelectorAll('#chart-days .error').length}",
+        .wait_for(
+            "the day chart",
+            "const bars = document.querySelectorAll('#chart-days rect').length;
+             return bars ? {bars, points: document.querySelectorAll('#chart-days circle').length,
+                            error: document.querySelectorAll('#chart-days .error').length}
+                         : null;",
         )
         .await;
-    if by_day.status() == 200 {
-        assert_eq!(days_shown, json!({"bars": 7, "error": 0}));
-    } else {
-        assert_eq!(days_shown, json!({"bars": 0, "error": 1}));
-    }
+    assert_eq!(days_shown, json!({"bars": 7, "points": 7, "error": 0}));
     // An invalid weight: the validation errors are shown and nothing changes.
     let before = std::fs::read_to_string(app.rules_dir.join("campaigns/split.toml")).unwrap();
     browser.type_into("#weight-split-1", "0").await;
@@ -501,31 +500,6 @@ async fn the_dashboard_shows_the_reported_numbers_and_applies_a_weight_change() 
 
     browser.script("window.scrollTo(0, 0)").await;
     save_screenshot(&browser, "dashboard.png").await;
-
-    // The day chart's drawing, fed a day report shaped as SPEC §12 says in place of the server's.
-    browser
-        .script(
-            "const real = window.fetch;
-             window.fetch = (url, options) => String(url).includes('group_by=day')
-               ? Promise.resolve(new Response(JSON.stringify({currency: 'USD', rows: [
-                   {day: document.getElementById('to').value, clicks: 9, revenue: 4.55},
-                   {day: document.getElementById('from').value, clicks: 3, revenue: 0}],
-                   totals: {}}), {status: 200}))
-               : real(url, options);
-             document.getElementById('apply-range').click();",
-        )
-        .await;
-    browser
-        .wait_for(
-            "the day chart",
-            "return document.querySelectorAll('#chart-days rect').length === 7
-                && document.querySelectorAll('#chart-days circle').length === 7
-                && document.querySelector('#chart-days polyline') !== null",
-        )
-        .await;
-
-    browser.script("window.scrollTo(0, 0)").await;
-    save_screenshot(&browser, "dashboard-day-chart.png").await;
     browser.quit().await;
 }
 
