@@ -3,8 +3,10 @@
 
 use std::borrow::Cow;
 
+use crate::bandit::FallbackPolicy;
+use crate::decide::{explain, DecisionInput, Explanation, OfferAvailability};
 use crate::money::Money;
-use crate::rules::{CostModel, Source};
+use crate::rules::{Campaign, CostModel, RuleSet, Source};
 use crate::template::MacroValues;
 use crate::tokens::is_unreplaced;
 use crate::visitor::{QueryParams, Visitor};
@@ -102,6 +104,41 @@ impl MacroValues for ClickMacros<'_> {
                 .map(Cow::Borrowed),
         }
     }
+}
+
+/// What `explain` shows (SPEC §3, `GET /api/explain`) for a visitor of `campaign` arriving with no
+/// query parameters: the command and the API render offer URLs the same way, with an empty click
+/// id.
+pub fn explain_visit(
+    rules: &RuleSet,
+    campaign: &Campaign,
+    visitor: &Visitor,
+    availability: &dyn OfferAvailability,
+    policy: &dyn FallbackPolicy,
+) -> Explanation {
+    let params = QueryParams::default();
+    explain(
+        &DecisionInput {
+            rules,
+            campaign,
+            visitor,
+            params: &params,
+            availability,
+            policy,
+        },
+        |target, offer| {
+            target.render(&ClickMacros {
+                click_id: "",
+                campaign: &campaign.id,
+                offer: offer.map(|o| o.id.as_str()),
+                source: &campaign.source,
+                external_id: None,
+                cost: None,
+                visitor,
+                params: &params,
+            })
+        },
+    )
 }
 
 #[cfg(test)]

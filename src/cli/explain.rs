@@ -13,15 +13,14 @@ use clap::Args;
 use crate::bandit::{Allocator, BanditConfig, Evidence};
 use crate::caps::CapTracker;
 use crate::classify::Classifier;
-use crate::click::ClickMacros;
+use crate::click::explain_visit;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Settings, StoreKind};
-use crate::decide::{explain, DecisionInput};
 use crate::learning;
 use crate::rules::{self, RuleSet};
 use crate::store::sqlite::SqliteReader;
 use crate::store::StoreError;
-use crate::visitor::{QueryParams, RequestHints};
+use crate::visitor::RequestHints;
 
 #[derive(Debug, Args)]
 pub struct ExplainArgs {
@@ -64,29 +63,7 @@ pub fn run(settings: &Settings, args: &ExplainArgs) -> ExitCode {
         Ok(learnt) => learnt,
         Err(e) => return super::fail([e]),
     };
-    let params = QueryParams::default();
-    let explanation = explain(
-        &DecisionInput {
-            rules: &rule_set,
-            campaign,
-            visitor: &visitor,
-            params: &params,
-            availability: caps.as_ref(),
-            policy: &allocator,
-        },
-        |target, offer| {
-            target.render(&ClickMacros {
-                click_id: "",
-                campaign: &campaign.id,
-                offer: offer.map(|o| o.id.as_str()),
-                source: &campaign.source,
-                external_id: None,
-                cost: None,
-                visitor: &visitor,
-                params: &params,
-            })
-        },
-    );
+    let explanation = explain_visit(&rule_set, campaign, &visitor, caps.as_ref(), &allocator);
     match serde_json::to_string_pretty(&explanation) {
         Ok(json) => {
             println!("{json}");

@@ -12,14 +12,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::bandit::Segment;
-use crate::click::ClickMacros;
-use crate::decide::{explain as explain_decision, DecisionInput};
+use crate::click::explain_visit;
 use crate::http::auth::{is_admin, unauthorized, write_refusal};
 use crate::http::error::json_error;
 use crate::http::AppState;
 use crate::rules::edit::{valid_id, Change, EditError, Kind};
 use crate::rules::{RuleError, RuleSet};
-use crate::visitor::{Device, Os, QueryParams, RequestHints};
+use crate::visitor::{Device, Os, RequestHints};
 
 /// The OpenAPI 3.0 description of every endpoint, served at `/api/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -381,28 +380,12 @@ pub async fn explain(
             ..RequestHints::default()
         },
     );
-    let params = QueryParams::default();
-    let explanation = explain_decision(
-        &DecisionInput {
-            rules: &rules,
-            campaign,
-            visitor: &visitor,
-            params: &params,
-            availability: state.caps.as_ref(),
-            policy: state.policy.as_ref(),
-        },
-        |target, offer| {
-            target.render(&ClickMacros {
-                click_id: "",
-                campaign: &campaign.id,
-                offer: offer.map(|o| o.id.as_str()),
-                source: &campaign.source,
-                external_id: None,
-                cost: None,
-                visitor: &visitor,
-                params: &params,
-            })
-        },
+    let explanation = explain_visit(
+        &rules,
+        campaign,
+        &visitor,
+        state.caps.as_ref(),
+        state.policy.as_ref(),
     );
     HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))

@@ -1917,7 +1917,7 @@ fn click_counters(click: &ClickRecord) -> ReportCounters {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::time::Duration;
 
     use tokio::task::JoinSet;
@@ -1930,7 +1930,8 @@ mod tests {
 
     const TEN_YEARS: Duration = Duration::from_secs(3650 * 86_400);
 
-    fn click_at(ts_ms: i64) -> ClickRecord {
+    /// A fully classified fallback click at `ts_ms` (the Redis store's tests use it too).
+    pub(crate) fn click_at(ts_ms: i64) -> ClickRecord {
         let id = crate::click_id::generate(ts_ms, &mut rand::rng());
         ClickRecord {
             id,

@@ -180,7 +180,7 @@ mod tests {
     use super::*;
 
     fn entry(id: &str) -> Entry {
-        let mut click = crate::store::redis::tests::click_at(1_795_435_200_000);
+        let mut click = crate::store::sqlite::tests::click_at(1_795_435_200_000);
         click.id = id.into();
         Entry {
             click: Arc::new(click),

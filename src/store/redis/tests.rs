@@ -9,45 +9,10 @@ use super::*;
 use crate::conversion::ConversionKey;
 use crate::conversion::ConversionStatus::{Approved, Chargeback, Pending};
 use crate::store::NewDelivery;
-use crate::visitor::{Connection as Link, QueryParams, Visitor};
 
 const TEN_YEARS: Duration = Duration::from_secs(3650 * 86_400);
 
-pub(crate) fn click_at(ts_ms: i64) -> ClickRecord {
-    let id = crate::click_id::generate(ts_ms, &mut rand::rng());
-    ClickRecord {
-        id,
-        ts_ms,
-        campaign: "summer-sweeps".into(),
-        source: "adsterra".into(),
-        external_id: Some("8f14e45fceea167a5a36dedd4bea2543".into()),
-        cost: Some(Money::from_micros(3_600)),
-        offer: Some("sweeps-us".into()),
-        route: Route::Fallback,
-        visitor: Visitor {
-            ip: "203.0.113.7".parse().unwrap(),
-            country: Some("US".into()),
-            region: Some("California".into()),
-            city: Some("Los Angeles".into()),
-            asn: Some(7922),
-            isp: Some("Comcast Cable Communications, LLC".into()),
-            carrier: None,
-            connection: Link::Broadband,
-            os: Os::Android,
-            os_version: Some("14".into()),
-            browser: Some("Chrome".into()),
-            browser_version: Some("126.0.6478.122".into()),
-            device: Device::Phone,
-            bot: false,
-            language: Some("en".into()),
-        },
-        ip: "203.0.113.7".into(),
-        params: QueryParams(vec![
-            ("clickid".into(), "8f14e45fceea167a5a36dedd4bea2543".into()),
-            ("zone".into(), "4471203".into()),
-        ]),
-    }
-}
+use crate::store::sqlite::tests::click_at;
 
 /// A private server, or `None` (with a loud message) when `redis-server` is missing.
 fn redis(test: &str) -> Option<LocalRedis> {
