@@ -289,7 +289,7 @@ match = { os = ["Android"], param = { zone = ["1"] }, ipp = ["1.2.3.4"] }
             "rules/offers.toml:6: offer \"o1\": payot: unknown key; expected one of id, url, payout, currency, daily_cap, cap_timezone, paused, match, exclude",
             "rules/offers.toml:8: offer \"o1\": match.countries: unknown dimension; expected one of country, region, city, asn, isp, carrier, connection, os, os_version_min, os_version_max, browser, device, language, ip, param.NAME",
             "rules/offers.toml:10: offer \"o1\": exclude.Country: unknown dimension; expected one of country, region, city, asn, isp, carrier, connection, os, os_version_min, os_version_max, browser, device, language, ip, param.NAME",
-            "rules/sources.toml:3: source \"src\": costmodel: unknown key; expected one of id, click_id_param, cost_param, cost_model, postback_url, postback_events, postback_statuses",
+            "rules/sources.toml:3: source \"src\": costmodel: unknown key; expected one of id, click_id_param, cost_param, cost_model, postback_url, postback_events, postback_statuses, postback_ips",
         ],
     );
 }
