@@ -1,4 +1,5 @@
-//! Request rates per client address (`[limits]`): `/postback` and `/pixel.gif` share one budget,
+//! Request limits applied before any handler: the length of the URL ([`MAX_URL_BYTES`], else
+//! `414 {"error":"uri_too_long"}`), and request rates per client address (`[limits]`): `/postback` and `/pixel.gif` share one budget,
 //! `/api` has another. An address over its budget gets `429 {"error":"rate_limited"}` with
 //! `Retry-After`, before any work is done for it. Clicks are never limited: a paid visitor is
 //! always redirected.
@@ -22,6 +23,12 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 use crate::config::LimitsConfig;
 use crate::http::error::json_error;
 use crate::http::AppState;
+
+/// Longest request target (path and query) answered; longer ones get `414`. Far above any real
+/// click or postback URL (a click keeps at most 64 parameters of 1 KiB), so a hostile request
+/// cannot make a handler read or log megabytes. The whole request head (request line and
+/// headers) is bounded to 128 KiB and 96 headers by the HTTP layer, which answers `431`.
+pub const MAX_URL_BYTES: usize = 32 * 1024;
 
 /// Which budget a request draws on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,6 +110,18 @@ pub async fn middleware(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let target_len = req
+        .uri()
+        .path_and_query()
+        .map_or(0, |target| target.as_str().len());
+    if target_len > MAX_URL_BYTES {
+        let response = json_error(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            &format!("the URL is {target_len} bytes long; at most {MAX_URL_BYTES} are accepted"),
+        );
+        return Ok(req.into_response(response).map_into_right_body());
+    }
     let refusal = match (
         Budget::of(req.path()),
         req.app_data::<web::Data<AppState>>(),

@@ -72,7 +72,7 @@ pub fn client_ip(req: &actix_web::HttpRequest, state: &AppState) -> std::net::Ip
 }
 
 /// Largest postback body read; networks send a few hundred bytes.
-const MAX_POSTBACK_BODY: usize = 64 * 1024;
+pub const MAX_POSTBACK_BODY: usize = 64 * 1024;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -82,7 +82,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     )
     .service(
         web::resource(["/postback", "/postback/{secret}"])
-            .app_data(web::PayloadConfig::new(MAX_POSTBACK_BODY))
             .route(web::get().to(postback::postback))
             .route(web::post().to(postback::postback)),
     )

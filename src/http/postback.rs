@@ -13,7 +13,7 @@ use crate::conversion::{Change, ConversionKey, ConversionStatus};
 use crate::decide::Route;
 use crate::http::click::CLICK_COOKIE;
 use crate::http::error::json_error;
-use crate::http::AppState;
+use crate::http::{AppState, MAX_POSTBACK_BODY};
 use crate::money::Money;
 use crate::postback::{self, PostbackRequest, RawParams};
 use crate::rules::Source;
@@ -54,9 +54,13 @@ struct Recorded<'a> {
 
 pub async fn postback(
     req: HttpRequest,
-    body: web::Bytes,
+    payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
+    let body = match read_body(&req, payload).await {
+        Ok(body) => body,
+        Err(refusal) => return refuse(&state, &req, refusal),
+    };
     let raw = match read_params(&req, &body) {
         Ok(raw) => raw,
         Err(refusal) => return refuse(&state, &req, refusal),
@@ -147,6 +151,42 @@ fn refuse(state: &AppState, req: &HttpRequest, refusal: Refusal) -> HttpResponse
         "conversion refused"
     );
     refusal.response()
+}
+
+/// The body, up to [`MAX_POSTBACK_BODY`] bytes; a larger one (announced or sent) is refused with
+/// `413` before more of it is read.
+async fn read_body(req: &HttpRequest, mut payload: web::Payload) -> Result<web::Bytes, Refusal> {
+    use futures_util::StreamExt as _;
+    let too_large = || {
+        Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("a postback body is at most {MAX_POSTBACK_BODY} bytes"),
+        )
+    };
+    let announced = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if announced.is_some_and(|len| len > MAX_POSTBACK_BODY as u64) {
+        return Err(too_large());
+    }
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("the body could not be read: {e}"),
+            )
+        })?;
+        if body.len() + chunk.len() > MAX_POSTBACK_BODY {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 /// Query parameters plus the body (form or JSON by `Content-Type`).
