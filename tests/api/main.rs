@@ -10,4 +10,5 @@ mod operations;
 mod postback;
 mod redis;
 mod rules_reload;
+mod security;
 mod shutdown;
