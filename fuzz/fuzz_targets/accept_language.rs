@@ -9,7 +9,10 @@ fuzz_target!(|data: &[u8]| {
     let header = String::from_utf8_lossy(data);
     if let Some(language) = primary_language(Some(&header)) {
         assert!((2..=8).contains(&language.len()), "{language:?}");
-        assert!(language.bytes().all(|b| b.is_ascii_lowercase()), "{language:?}");
+        assert!(
+            language.bytes().all(|b| b.is_ascii_lowercase()),
+            "{language:?}"
+        );
         assert!(header.to_ascii_lowercase().contains(&language));
     }
 });

@@ -29,7 +29,10 @@ fuzz_target!(|data: &[u8]| {
         let first = classifier.classify(&hints);
         let again = classifier.classify(&hints);
         assert_eq!(first, again);
-        for version in [&first.os_version, &first.browser_version].into_iter().flatten() {
+        for version in [&first.os_version, &first.browser_version]
+            .into_iter()
+            .flatten()
+        {
             assert!(!version.contains(['\r', '\n', '\0']), "{version:?}");
         }
     });

@@ -41,7 +41,11 @@ fuzz_target!(|data: &[u8]| {
         Ok(request) => {
             assert!(!request.click_id.is_empty() && request.click_id.len() <= MAX_VALUE_BYTES);
             assert!(request.txid.len() <= MAX_VALUE_BYTES);
-            assert!((1..=32).contains(&request.event.len()), "{:?}", request.event);
+            assert!(
+                (1..=32).contains(&request.event.len()),
+                "{:?}",
+                request.event
+            );
             assert!(request
                 .event
                 .bytes()

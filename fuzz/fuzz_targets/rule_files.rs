@@ -11,7 +11,11 @@ use smartlink::rules::load_from_sources;
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     let mut parts = text.splitn(3, '\0');
-    let names = ["rules/offers.toml", "rules/sources.toml", "rules/campaigns/a.toml"];
+    let names = [
+        "rules/offers.toml",
+        "rules/sources.toml",
+        "rules/campaigns/a.toml",
+    ];
     let files: Vec<(PathBuf, String)> = names
         .iter()
         .map(|name| (PathBuf::from(name), parts.next().unwrap_or("").to_string()))
@@ -24,9 +28,15 @@ fuzz_target!(|data: &[u8]| {
                 let given = files.iter().find(|(path, _)| *path == error.file);
                 let (_, content) = given.unwrap_or_else(|| panic!("unknown file in {error}"));
                 if let Some(line) = error.line {
-                    assert!(line >= 1 && line <= content.lines().count().max(1) + 1, "{error}");
+                    assert!(
+                        line >= 1 && line <= content.lines().count().max(1) + 1,
+                        "{error}"
+                    );
                 }
-                assert!(!error.to_string().contains('\n'), "multi-line error: {error:?}");
+                assert!(
+                    !error.to_string().contains('\n'),
+                    "multi-line error: {error:?}"
+                );
             }
         }
     }

@@ -24,7 +24,10 @@ fuzz_target!(|data: &[u8]| {
             Some(param) => params.get(param).map(str::to_string),
             None => pool.next(),
         };
-        values.push((name.to_string(), value.unwrap_or_else(|| "../%0d%0a?#/\r\n@x".into())));
+        values.push((
+            name.to_string(),
+            value.unwrap_or_else(|| "../%0d%0a?#/\r\n@x".into()),
+        ));
     }
     let empty = template.render(&NoValues);
     let full = template.render(&values);
@@ -45,6 +48,10 @@ fuzz_target!(|data: &[u8]| {
         u.query()
             .map(|q| q.bytes().filter(|b| matches!(b, b'&' | b'=')).count())
     };
-    assert_eq!(structure(&a), structure(&b), "query structure: {empty} vs {full}");
+    assert_eq!(
+        structure(&a),
+        structure(&b),
+        "query structure: {empty} vs {full}"
+    );
     assert_eq!(a.fragment().is_some(), b.fragment().is_some());
 });
