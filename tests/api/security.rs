@@ -22,6 +22,18 @@ fn allow_postbacks_from(nets: &'static str) -> impl FnOnce(&Path) {
     }
 }
 
+/// A click's id, whichever fallback offer (and so whichever parameter name) it went to.
+async fn click_of(app: &TestApp, campaign: &str, query: &str) -> String {
+    let response = app
+        .click(campaign, query, TELEKOM_DE_IP, IPHONE_SAFARI)
+        .await;
+    let location = location(&response);
+    ["cid", "click", "c", "sub1", "sub"]
+        .iter()
+        .find_map(|name| query_param(&location, name))
+        .unwrap_or_else(|| panic!("no click id in {location}"))
+}
+
 async fn postback_from(app: &TestApp, ip: &str, query: &str) -> (u16, serde_json::Value) {
     let response = app
         .client
@@ -42,7 +54,7 @@ async fn a_postback_from_outside_its_sources_allow_list_is_refused_with_403() {
     )
     .await;
     // us-android's source (adsterra) has the list; split's (propeller) has none.
-    let listed = app.click_id("us-android", "clickid=e1", "cid").await;
+    let listed = click_of(&app, "us-android", "clickid=e1").await;
     let (status, body) = postback_from(&app, "203.0.113.9", &format!("clickid={listed}")).await;
     assert_eq!(
         (status, body["error"].as_str()),
@@ -62,7 +74,7 @@ async fn a_postback_from_outside_its_sources_allow_list_is_refused_with_403() {
     let (status, _) = app.postback(&format!("clickid={listed}&txid=3")).await;
     assert_eq!(status, 403);
 
-    let open = app.click_id("split", "subid=e2", "cid").await;
+    let open = click_of(&app, "split", "subid=e2").await;
     let (status, _) = postback_from(&app, "203.0.113.9", &format!("clickid={open}")).await;
     assert_eq!(status, 200);
 
