@@ -123,7 +123,8 @@ pub async fn middleware(
         return Ok(req.into_response(response).map_into_right_body());
     }
     let refusal = match (
-        Budget::of(req.path()),
+        // The path as routing reads it (`/%61pi` is `/api`), so no spelling escapes its budget.
+        Budget::of(req.match_info().as_str()),
         req.app_data::<web::Data<AppState>>(),
     ) {
         (Some(budget), Some(state)) => {

@@ -293,3 +293,36 @@ async fn the_admin_token_and_postback_secret_never_appear_in_the_logs() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_percent_encoded_path_draws_on_the_same_budget() {
+    let app = spawn_app_with(|config| {
+        config.limits.api_per_second = 1;
+        config.limits.postback_per_second = 1;
+    })
+    .await;
+    let mut statuses = Vec::new();
+    for path in [
+        "/api/rules",
+        "/%61pi/rules",
+        "/api%2Frules",
+        "/%61%70%69/rules",
+    ] {
+        statuses.push(app.api(path).await.status().as_u16());
+    }
+    assert_eq!(statuses[0], 200);
+    assert!(
+        statuses[1..].iter().all(|s| *s == 429 || *s == 404),
+        "{statuses:?}"
+    );
+    let mut statuses = Vec::new();
+    for path in [
+        "/postback?clickid=x",
+        "/p%6fstback?clickid=x",
+        "/pixel%2Egif?clickid=x",
+    ] {
+        statuses.push(app.get(path).await.status().as_u16());
+    }
+    assert_eq!(statuses[0], 404);
+    assert!(statuses[1..].iter().all(|s| *s == 429), "{statuses:?}");
+}
