@@ -796,3 +796,30 @@ fn an_error_stays_on_one_line_whatever_the_rules_contain() {
         assert!(!error.contains('\n'), "{error}");
     }
 }
+
+#[test]
+fn postback_ips_take_cidrs_and_addresses_and_refuse_anything_else_with_its_line() {
+    let set = loaded(&[(
+        "sources.toml",
+        "[[source]]\nid = \"src\"\npostback_ips = [\"203.0.113.9/24\", \"2001:db8::1\", \" 198.51.100.7 \"]\n",
+    )]);
+    let source = set.source("src").unwrap();
+    let shown: Vec<String> = source.postback_ips.iter().map(|n| n.to_string()).collect();
+    assert_eq!(
+        shown,
+        ["203.0.113.0/24", "2001:db8::1/128", "198.51.100.7/32"]
+    );
+    assert!(source.postback_allowed_from("203.0.113.200".parse().unwrap()));
+    assert!(source.postback_allowed_from("::ffff:198.51.100.7".parse().unwrap()));
+    assert!(!source.postback_allowed_from("198.51.100.8".parse().unwrap()));
+    assert_errors(
+        &[(
+            "sources.toml",
+            "[[source]]\nid = \"src\"\npostback_ips = [\"10.0.0.0/33\", 7]\n",
+        )],
+        &[
+            "rules/sources.toml:3: source \"src\": postback_ips: \"10.0.0.0/33\" is not a CIDR (such as \"203.0.113.0/24\") or an IP address",
+            "rules/sources.toml:3: source \"src\": postback_ips: expected a string, found integer",
+        ],
+    );
+}
