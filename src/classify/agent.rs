@@ -126,13 +126,20 @@ impl AgentClassifier {
 
         AgentInfo {
             os: platform.os,
-            os_version: platform.os_version,
+            os_version: platform.os_version.filter(|v| is_printable_version(v)),
             browser: browser.map(str::to_owned),
-            browser_version,
+            browser_version: browser_version.filter(|v| is_printable_version(v)),
             device: platform.device,
             bot,
         }
     }
+}
+
+/// A version read from a User-Agent is kept only when it is short, printable ASCII: a broken or
+/// hostile agent string must not put control characters or kilobytes into stored clicks,
+/// reports and macros.
+fn is_printable_version(version: &str) -> bool {
+    (1..=32).contains(&version.len()) && version.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
 }
 
 fn woothee_says_bot(result: &WootheeResult<'_>) -> bool {
@@ -1452,6 +1459,25 @@ mod tests {
         });
         assert_eq!(info.browser.as_deref(), Some("Chrome"));
         assert_eq!(info.browser_version, None);
+        // Found by fuzzing too: a User-Agent's version with NUL bytes in it.
+        let info = classifier.classify(&RequestHints {
+            user_agent: "Mozilla/5.0 (Linux; Android 10\u{0}\u{0}x; K) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120\u{0}\u{0}\u{1}.0 Mobile Safari/537.36",
+            accept_language: None,
+            ch_ua: None,
+            ch_ua_mobile: None,
+            ch_ua_platform: None,
+            ch_ua_platform_version: None,
+            ch_ua_model: None,
+        });
+        for version in [&info.os_version, &info.browser_version]
+            .into_iter()
+            .flatten()
+        {
+            assert!(
+                !version.bytes().any(|b| b.is_ascii_control()),
+                "{version:?}"
+            );
+        }
         assert!(info
             .os_version
             .as_deref()
