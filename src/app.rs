@@ -105,6 +105,7 @@ impl Application {
             settings.config.rules_dir.clone(),
             rules.clone(),
         ));
+        let limits = settings.config.limits.clone();
         let state = web::Data::new(AppState {
             settings,
             rules,
@@ -119,10 +120,13 @@ impl Application {
             clock,
             caps,
             deliverer: Some(deliverer),
+            limits: Arc::new(http::limit::RateLimits::new(&limits)),
         });
+        forget_idle_callers(state.limits.clone());
         let server_state = state.clone();
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(actix_web::middleware::from_fn(http::limit::middleware))
                 .app_data(server_state.clone())
                 .configure(http::routes)
                 .default_service(web::to(not_found))
@@ -341,4 +345,17 @@ fn history(store: &Arc<dyn Store>, now_ms: i64) -> learning::History {
 
 async fn not_found() -> HttpResponse {
     json_error(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+/// Once a minute, forgets the rate-limit state of callers that have been quiet long enough for
+/// their budget to be full again.
+fn forget_idle_callers(limits: Arc<http::limit::RateLimits>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            limits.forget_idle();
+        }
+    });
 }

@@ -154,6 +154,7 @@ mod tests {
             postback_url: None,
             postback_events: vec![],
             postback_statuses: vec![],
+            postback_ips: vec![],
         }
     }
 

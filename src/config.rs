@@ -28,6 +28,8 @@ pub struct Config {
     pub bandit: BanditConfig,
     pub delivery: DeliveryConfig,
     pub currency_rates: BTreeMap<String, f64>,
+    /// Request rates per client address.
+    pub limits: LimitsConfig,
     /// `tracing` filter for the logs, e.g. `info` or `smartlink=debug`.
     pub log: String,
 }
@@ -89,6 +91,25 @@ pub struct BanditConfig {
     pub refresh_ms: u64,
 }
 
+/// Requests a second per client address (`0`: no limit). Bursts up to the same number pass.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// `/postback` and `/pixel.gif` together.
+    pub postback_per_second: u32,
+    /// Everything under `/api/`.
+    pub api_per_second: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            postback_per_second: 1000,
+            api_per_second: 50,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct DeliveryConfig {
@@ -114,6 +135,7 @@ impl Default for Config {
             bandit: BanditConfig::default(),
             delivery: DeliveryConfig::default(),
             currency_rates: BTreeMap::new(),
+            limits: LimitsConfig::default(),
             log: "info".into(),
         }
     }

@@ -341,6 +341,18 @@ fn describe_char(c: char) -> String {
 
 /// Splits the path into segments so a segment that a value could turn into `.`/`..` is guarded.
 fn split_path(path: &str, allowed: MacroSet, parts: &mut Vec<Part>) -> Result<(), TemplateError> {
+    // A literal `.` or `..` segment in a path with macros would step over the segments values
+    // fill, so the path a visitor reaches would depend on them.
+    if path.contains('{') {
+        if let Some(dots) = path
+            .split(['/', '\\'])
+            .find(|segment| is_dot_segment(segment))
+        {
+            return Err(TemplateError::Malformed(format!(
+                "path has a directory step `{dots}` next to macros; write the path it resolves to"
+            )));
+        }
+    }
     let mut rest = path;
     while !rest.is_empty() {
         let sep = rest.find(['/', '\\']);
@@ -719,6 +731,27 @@ mod tests {
         ]
     }
 
+    #[test]
+    fn a_directory_step_next_to_macros_is_refused() {
+        // Found by fuzzing: `..` after a segment a value fills let the value decide the path.
+        for text in [
+            "http://5/{param.p}J:/..",
+            "https://a.example/{clickid}/../x",
+            "https://a.example/./{clickid}",
+            "https://a.example/{clickid}/%2e",
+        ] {
+            assert!(
+                matches!(
+                    UrlTemplate::parse(text, MacroSet::Click),
+                    Err(TemplateError::Malformed(_))
+                ),
+                "{text}"
+            );
+        }
+        // Without macros the URL is what it is.
+        assert!(UrlTemplate::parse("https://a.example/x/../y", MacroSet::Click).is_ok());
+    }
+
     proptest! {
         #[test]
         fn no_value_changes_scheme_host_port_or_path_structure(
@@ -749,6 +782,40 @@ mod tests {
             );
             prop_assert!(!rendered.contains(['\r', '\n', ' ']), "{rendered}");
             prop_assert!(rendered.is_ascii());
+        }
+
+        #[test]
+        fn a_location_header_never_contains_cr_or_lf_whatever_the_template_and_values(
+            template in "https?://[a-z]{1,6}\\.example(:[0-9]{1,4})?\
+                (/([a-z.]{0,3}|%2[eE]|\\{(clickid|country|param\\.[a-z])\\}[.a-z]{0,2})){0,4}\
+                (\\?([a-z]{1,3}=(\\{(clickid|isp|param\\.[a-z])\\}|[a-z0-9%.]{0,4})&?){0,4})?\
+                (#[a-z]{0,3}(\\{country\\})?)?",
+            a in arbitrary_value(),
+            b in arbitrary_value(),
+        ) {
+            let Ok(t) = UrlTemplate::parse(&template, MacroSet::Click) else {
+                return Ok(());
+            };
+            let pairs = [
+                ("clickid", a.as_str()), ("country", b.as_str()), ("isp", a.as_str()),
+                ("param.a", b.as_str()), ("param.b", a.as_str()), ("param.z", b.as_str()),
+            ];
+            let rendered = t.render(&pairs);
+            prop_assert!(!rendered.contains(['\r', '\n', '\0']), "{rendered}");
+            prop_assert!(
+                actix_web::http::header::HeaderValue::from_str(&rendered).is_ok(),
+                "{rendered}"
+            );
+            let baseline = url::Url::parse(&t.render(&NoValues)).unwrap();
+            let parsed = url::Url::parse(&rendered).unwrap();
+            prop_assert_eq!(parsed.scheme(), baseline.scheme());
+            prop_assert_eq!(parsed.host_str(), baseline.host_str());
+            prop_assert_eq!(parsed.port(), baseline.port());
+            prop_assert_eq!(
+                parsed.path_segments().map(Iterator::count),
+                baseline.path_segments().map(Iterator::count),
+                "{} from {}", rendered, template
+            );
         }
 
         #[test]

@@ -126,13 +126,20 @@ impl AgentClassifier {
 
         AgentInfo {
             os: platform.os,
-            os_version: platform.os_version,
+            os_version: platform.os_version.filter(|v| is_printable_version(v)),
             browser: browser.map(str::to_owned),
-            browser_version,
+            browser_version: browser_version.filter(|v| is_printable_version(v)),
             device: platform.device,
             bot,
         }
     }
+}
+
+/// A version read from a User-Agent is kept only when it is short, printable ASCII: a broken or
+/// hostile agent string must not put control characters or kilobytes into stored clicks,
+/// reports and macros.
+fn is_printable_version(version: &str) -> bool {
+    (1..=32).contains(&version.len()) && version.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
 }
 
 fn woothee_says_bot(result: &WootheeResult<'_>) -> bool {
@@ -253,14 +260,14 @@ impl<'a> ClientHints<'a> {
                 _ => None,
             }),
             platform: platform.and_then(platform_os),
-            platform_version: platform_version.filter(|v| !v.is_empty()),
+            platform_version: platform_version.filter(|v| is_version(v)),
             model: model.filter(|m| !m.is_empty()),
             ..ClientHints::default()
         };
         if let Some(list) = ch_ua {
             let mut chromium = None;
             for caps in RX_BRAND.captures_iter(list) {
-                let version = caps.get(2).map(|v| v.as_str()).filter(|v| !v.is_empty());
+                let version = caps.get(2).map(|v| v.as_str()).filter(|v| is_version(v));
                 let brand = caps.get(1).map_or("", |b| b.as_str());
                 if brand == "HeadlessChrome" {
                     hints.headless = true;
@@ -275,6 +282,14 @@ impl<'a> ClientHints<'a> {
         }
         hints
     }
+}
+
+/// A version as Client Hints send it (`120`, `14.0.0`): digits and dots, at most 32 bytes.
+/// Anything else is ignored, so no hint can put arbitrary text into a visitor's versions.
+fn is_version(text: &str) -> bool {
+    (1..=32).contains(&text.len())
+        && text.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && text.bytes().any(|b| b.is_ascii_digit())
 }
 
 /// Structured-header strings arrive quoted (`"Android"`).
@@ -1427,5 +1442,45 @@ mod tests {
             Some("en")
         );
         assert_eq!(primary_language(Some("*")), None);
+    }
+
+    #[test]
+    fn client_hint_versions_that_are_not_versions_are_ignored() {
+        // Found by fuzzing: a brand version with control characters became the browser version.
+        let classifier = AgentClassifier::without_crawler_list();
+        let info = classifier.classify(&RequestHints {
+            user_agent: "",
+            accept_language: None,
+            ch_ua: Some("\"Google Chrome\";v=\"120\u{0}\r\nx\", \"Chromium\";v=\"120\""),
+            ch_ua_mobile: Some("?1"),
+            ch_ua_platform: Some("\"Android\""),
+            ch_ua_platform_version: Some("\"14<script>\""),
+            ch_ua_model: None,
+        });
+        assert_eq!(info.browser.as_deref(), Some("Chrome"));
+        assert_eq!(info.browser_version, None);
+        // Found by fuzzing too: a User-Agent's version with NUL bytes in it.
+        let info = classifier.classify(&RequestHints {
+            user_agent: "Mozilla/5.0 (Linux; Android 10\u{0}\u{0}x; K) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120\u{0}\u{0}\u{1}.0 Mobile Safari/537.36",
+            accept_language: None,
+            ch_ua: None,
+            ch_ua_mobile: None,
+            ch_ua_platform: None,
+            ch_ua_platform_version: None,
+            ch_ua_model: None,
+        });
+        for version in [&info.os_version, &info.browser_version]
+            .into_iter()
+            .flatten()
+        {
+            assert!(
+                !version.bytes().any(|b| b.is_ascii_control()),
+                "{version:?}"
+            );
+        }
+        assert!(info
+            .os_version
+            .as_deref()
+            .is_none_or(|v| v.bytes().all(|b| b.is_ascii_digit() || b == b'.')));
     }
 }

@@ -1,6 +1,5 @@
 //! `GET|HEAD /c/{campaign}` (SPEC §7): read → classify → decide → record → answer.
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
 use actix_web::http::{Method, StatusCode};
@@ -39,15 +38,7 @@ pub async fn click(
 
     let headers = req.headers();
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let peer = req
-        .peer_addr()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
-    let ip = client_ip::resolve(
-        peer,
-        header("x-forwarded-for"),
-        header("x-real-ip"),
-        &state.settings.trusted_proxies,
-    );
+    let ip = crate::http::client_ip(&req, &state);
     let hints = RequestHints {
         user_agent: header("user-agent").unwrap_or(""),
         accept_language: header("accept-language"),

@@ -7,6 +7,7 @@ pub mod click;
 pub mod dashboard;
 pub mod error;
 pub mod health;
+pub mod limit;
 pub mod postback;
 pub mod session;
 
@@ -48,10 +49,30 @@ pub struct AppState {
     pub caps: Arc<CapTracker>,
     /// The outbound postback worker; woken when a conversion queues a delivery.
     pub deliverer: Option<Arc<Deliverer>>,
+    /// Request rates per client address on `/postback`, `/pixel.gif` and `/api`.
+    pub limits: Arc<crate::http::limit::RateLimits>,
+}
+
+/// The visitor's or caller's address: the peer, or behind `trusted_proxies` the address they
+/// forwarded (SPEC §7), the same reading for clicks, postbacks and rate limits.
+pub fn client_ip(req: &actix_web::HttpRequest, state: &AppState) -> std::net::IpAddr {
+    let headers = req.headers();
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let peer = req
+        .peer_addr()
+        .map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |a| {
+            a.ip()
+        });
+    crate::client_ip::resolve(
+        peer,
+        header("x-forwarded-for"),
+        header("x-real-ip"),
+        &state.settings.trusted_proxies,
+    )
 }
 
 /// Largest postback body read; networks send a few hundred bytes.
-const MAX_POSTBACK_BODY: usize = 64 * 1024;
+pub const MAX_POSTBACK_BODY: usize = 64 * 1024;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -61,7 +82,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     )
     .service(
         web::resource(["/postback", "/postback/{secret}"])
-            .app_data(web::PayloadConfig::new(MAX_POSTBACK_BODY))
             .route(web::get().to(postback::postback))
             .route(web::post().to(postback::postback)),
     )

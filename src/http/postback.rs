@@ -3,6 +3,7 @@
 //! outbound delivery in the same transaction) → update caps → answer.
 
 use std::borrow::Cow;
+use std::net::IpAddr;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -12,7 +13,7 @@ use crate::conversion::{Change, ConversionKey, ConversionStatus};
 use crate::decide::Route;
 use crate::http::click::CLICK_COOKIE;
 use crate::http::error::json_error;
-use crate::http::AppState;
+use crate::http::{AppState, MAX_POSTBACK_BODY};
 use crate::money::Money;
 use crate::postback::{self, PostbackRequest, RawParams};
 use crate::rules::Source;
@@ -53,15 +54,20 @@ struct Recorded<'a> {
 
 pub async fn postback(
     req: HttpRequest,
-    body: web::Bytes,
+    payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
+    let body = match read_body(&req, payload).await {
+        Ok(body) => body,
+        Err(refusal) => return refuse(&state, &req, refusal),
+    };
     let raw = match read_params(&req, &body) {
         Ok(raw) => raw,
         Err(refusal) => return refuse(&state, &req, refusal),
     };
     let path_secret = req.match_info().get("secret");
-    match process(&state, raw, path_secret, None, true).await {
+    let client = crate::http::client_ip(&req, &state);
+    match process(&state, raw, path_secret, None, Some(client)).await {
         Ok((request, change, payout)) => {
             let result = result_name(&change);
             state.metrics.postback(result);
@@ -94,7 +100,7 @@ const PIXEL: &[u8] = &[
 pub async fn pixel(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let raw = RawParams::from_query(req.query_string());
     let cookie = click_cookie(&req);
-    let outcome = match process(&state, raw, None, cookie.as_deref(), false).await {
+    let outcome = match process(&state, raw, None, cookie.as_deref(), None).await {
         Ok((_, change, _)) => {
             let result = result_name(&change);
             state.metrics.postback(result);
@@ -133,16 +139,54 @@ fn result_name(change: &Change) -> &'static str {
     }
 }
 
-/// Logs and counts a refused report; it changed nothing.
+/// Logs and counts a refused report; it changed nothing. The route is logged rather than the
+/// path, which may carry the postback secret (`/postback/{secret}`).
 fn refuse(state: &AppState, req: &HttpRequest, refusal: Refusal) -> HttpResponse {
     state.metrics.postback(refusal.code);
+    let route = req.match_pattern();
     tracing::warn!(
-        path = req.path(),
+        route = route.as_deref().unwrap_or("/postback"),
         code = refusal.code,
         message = %refusal.message,
         "conversion refused"
     );
     refusal.response()
+}
+
+/// The body, up to [`MAX_POSTBACK_BODY`] bytes; a larger one (announced or sent) is refused with
+/// `413` before more of it is read.
+async fn read_body(req: &HttpRequest, mut payload: web::Payload) -> Result<web::Bytes, Refusal> {
+    use futures_util::StreamExt as _;
+    let too_large = || {
+        Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("a postback body is at most {MAX_POSTBACK_BODY} bytes"),
+        )
+    };
+    let announced = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if announced.is_some_and(|len| len > MAX_POSTBACK_BODY as u64) {
+        return Err(too_large());
+    }
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("the body could not be read: {e}"),
+            )
+        })?;
+        if body.len() + chunk.len() > MAX_POSTBACK_BODY {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 /// Query parameters plus the body (form or JSON by `Content-Type`).
@@ -166,16 +210,18 @@ fn read_params(req: &HttpRequest, body: &[u8]) -> Result<RawParams, Refusal> {
 }
 
 /// Validates, finds the click, applies the report in the store and updates caps. Returns the
-/// request, the change and the payout recorded (base currency).
+/// request, the change and the payout recorded (base currency). `server_to_server` is the client
+/// address of a postback, which must carry the secret and come from an address its click's
+/// source allows; `None` for the pixel, which runs in the visitor's browser.
 async fn process(
     state: &AppState,
     raw: RawParams,
     path_secret: Option<&str>,
     cookie_click: Option<&str>,
-    secret_required: bool,
+    server_to_server: Option<IpAddr>,
 ) -> Result<(PostbackRequest, Change, Money), Refusal> {
     let config = &state.settings.config;
-    if secret_required && !config.postback_secret.is_empty() {
+    if server_to_server.is_some() && !config.postback_secret.is_empty() {
         let given = path_secret.or_else(|| postback::secret_of(&raw));
         if !given.is_some_and(|g| postback::secret_matches(&config.postback_secret, g)) {
             return Err(Refusal::new(
@@ -219,6 +265,18 @@ async fn process(
         ));
     }
     let rules = state.rules.load();
+    if let (Some(ip), Some(source)) = (server_to_server, rules.source(&click.source)) {
+        if !source.postback_allowed_from(ip) {
+            return Err(Refusal::new(
+                StatusCode::FORBIDDEN,
+                "ip_not_allowed",
+                format!(
+                    "postbacks for source `{}` are not accepted from {ip}",
+                    source.id
+                ),
+            ));
+        }
+    }
     let payout = match request.payout {
         Some(payout) => payout,
         None => configured_payout(state, &rules, &click),

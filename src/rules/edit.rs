@@ -62,6 +62,7 @@ impl Kind {
                 "postback_url",
                 "postback_events",
                 "postback_statuses",
+                "postback_ips",
             ],
             Kind::Campaign => &[
                 "id", "source", "redirect", "backlink", "bot_url", "primary", "fallback",

@@ -12,7 +12,9 @@
 //! - `id` (required), `click_id_param` = `"clickid"`, `cost_param` = none (`""` also means none),
 //! - `cost_model` = `"cpc"` (or `"cpm"`), `postback_url` = none (`""` also; postback macros),
 //! - `postback_events` = `[]` (all events), `postback_statuses` = `["approved"]` (an empty list
-//!   means all four: `approved`, `pending`, `rejected`, `chargeback`).
+//!   means all four: `approved`, `pending`, `rejected`, `chargeback`),
+//! - `postback_ips` = `[]` (postbacks for this source's clicks come from anywhere; otherwise
+//!   only from these CIDRs or addresses).
 //!
 //! `campaigns/*.toml`, one campaign a file:
 //! - `id` (required), `source` (required), `backlink` (required, click macros),
@@ -425,6 +427,7 @@ const SOURCE_KEYS: &[&str] = &[
     "postback_url",
     "postback_events",
     "postback_statuses",
+    "postback_ips",
 ];
 const CAMPAIGN_KEYS: &[&str] = &[
     "id", "source", "redirect", "backlink", "bot_url", "primary", "fallback",
@@ -932,6 +935,23 @@ impl Loader {
                 list
             }
         };
+        let postback_ips = self
+            .string_list(&at, table, "postback_ips", |written| {
+                let written = written.trim();
+                IpNet::from_str(written)
+                    .map(|net| net.trunc())
+                    .or_else(|_| std::net::IpAddr::from_str(written).map(IpNet::from))
+                    .map(|net| net.to_string())
+                    .map_err(|_| {
+                        format!(
+                            "{written:?} is not a CIDR (such as \"203.0.113.0/24\") or an IP address"
+                        )
+                    })
+            })
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|net| IpNet::from_str(net).ok())
+            .collect();
         if self.errors.len() != before {
             return;
         }
@@ -946,6 +966,7 @@ impl Loader {
                     postback_url,
                     postback_events,
                     postback_statuses,
+                    postback_ips,
                 },
             );
         }

@@ -235,6 +235,16 @@ pub struct Source {
     pub postback_events: Vec<String>,
     /// Statuses forwarded (`approved`, `pending`, `rejected`, `chargeback`).
     pub postback_statuses: Vec<String>,
+    /// Where postbacks for this source's clicks may come from; empty = anywhere.
+    pub postback_ips: Vec<ipnet::IpNet>,
+}
+
+impl Source {
+    /// Whether a postback for one of this source's clicks may come from `ip`.
+    pub fn postback_allowed_from(&self, ip: std::net::IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.postback_ips.is_empty() || self.postback_ips.iter().any(|net| net.contains(&ip))
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -465,7 +465,7 @@ async fn explain_over_the_api_is_what_the_cli_prints() {
         ("split", COMCAST_US_IP, WINDOWS_CHROME, "en"),
         ("us-android", AWS_IP, GOOGLEBOT, "en"),
     ] {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_smartlink"))
+        let output = smartlink_command()
             .args(["--config", config.to_str().unwrap(), "explain"])
             .args([
                 "--campaign",

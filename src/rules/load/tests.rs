@@ -289,7 +289,7 @@ match = { os = ["Android"], param = { zone = ["1"] }, ipp = ["1.2.3.4"] }
             "rules/offers.toml:6: offer \"o1\": payot: unknown key; expected one of id, url, payout, currency, daily_cap, cap_timezone, paused, match, exclude",
             "rules/offers.toml:8: offer \"o1\": match.countries: unknown dimension; expected one of country, region, city, asn, isp, carrier, connection, os, os_version_min, os_version_max, browser, device, language, ip, param.NAME",
             "rules/offers.toml:10: offer \"o1\": exclude.Country: unknown dimension; expected one of country, region, city, asn, isp, carrier, connection, os, os_version_min, os_version_max, browser, device, language, ip, param.NAME",
-            "rules/sources.toml:3: source \"src\": costmodel: unknown key; expected one of id, click_id_param, cost_param, cost_model, postback_url, postback_events, postback_statuses",
+            "rules/sources.toml:3: source \"src\": costmodel: unknown key; expected one of id, click_id_param, cost_param, cost_model, postback_url, postback_events, postback_statuses, postback_ips",
         ],
     );
 }
@@ -795,4 +795,31 @@ fn an_error_stays_on_one_line_whatever_the_rules_contain() {
     for error in errors {
         assert!(!error.contains('\n'), "{error}");
     }
+}
+
+#[test]
+fn postback_ips_take_cidrs_and_addresses_and_refuse_anything_else_with_its_line() {
+    let set = loaded(&[(
+        "sources.toml",
+        "[[source]]\nid = \"src\"\npostback_ips = [\"203.0.113.9/24\", \"2001:db8::1\", \" 198.51.100.7 \"]\n",
+    )]);
+    let source = set.source("src").unwrap();
+    let shown: Vec<String> = source.postback_ips.iter().map(|n| n.to_string()).collect();
+    assert_eq!(
+        shown,
+        ["203.0.113.0/24", "2001:db8::1/128", "198.51.100.7/32"]
+    );
+    assert!(source.postback_allowed_from("203.0.113.200".parse().unwrap()));
+    assert!(source.postback_allowed_from("::ffff:198.51.100.7".parse().unwrap()));
+    assert!(!source.postback_allowed_from("198.51.100.8".parse().unwrap()));
+    assert_errors(
+        &[(
+            "sources.toml",
+            "[[source]]\nid = \"src\"\npostback_ips = [\"10.0.0.0/33\", 7]\n",
+        )],
+        &[
+            "rules/sources.toml:3: source \"src\": postback_ips: \"10.0.0.0/33\" is not a CIDR (such as \"203.0.113.0/24\") or an IP address",
+            "rules/sources.toml:3: source \"src\": postback_ips: expected a string, found integer",
+        ],
+    );
 }
