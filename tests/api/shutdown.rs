@@ -364,8 +364,16 @@ async fn kill_9_under_concurrent_postbacks_loses_no_acknowledged_conversion() {
     assert!(acknowledged > 20, "only {acknowledged} postbacks answered");
 
     let store = open_store(&db);
-    let totals = store.offer_totals(0, i64::MAX, None).await.unwrap();
-    let conversions: i64 = totals.iter().map(|row| row.conversions).sum();
+    let query = smartlink::store::ReportQuery {
+        spans: vec![smartlink::store::TimeSpan {
+            start_ms: 0,
+            end_ms: i64::MAX,
+        }],
+        campaign: None,
+        dimensions: Vec::new(),
+    };
+    let groups = store.report(&query).await.unwrap();
+    let conversions: i64 = groups.iter().map(|g| g.counters.conversions).sum();
     eprintln!("kill -9 under postbacks: {acknowledged} acknowledged, {conversions} in the store");
     // Some reports may have been committed without their answer getting out; none answered lost.
     assert!(
