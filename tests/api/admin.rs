@@ -745,6 +745,21 @@ async fn the_openapi_description_names_every_route_in_the_route_table() {
     for route in &routes {
         assert!(paths.contains_key(route), "{route} is not in openapi.json");
     }
+    // The limits' answers (README "Limits") are described wherever they can occur.
+    for (path, item) in paths {
+        for (method, operation) in item.as_object().unwrap() {
+            let Some(responses) = operation.get("responses") else {
+                continue;
+            };
+            assert!(responses.get("414").is_some(), "{method} {path}: no 414");
+            if path.starts_with("/api") || path.starts_with("/postback") {
+                assert!(responses.get("429").is_some(), "{method} {path}: no 429");
+            }
+            if path.starts_with("/postback") && method == "post" {
+                assert!(responses.get("413").is_some(), "{method} {path}: no 413");
+            }
+        }
+    }
 }
 
 fn urlencode(text: &str) -> String {
