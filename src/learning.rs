@@ -13,7 +13,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -91,6 +91,10 @@ pub enum Event {
         at_ms: i64,
     },
 }
+
+/// How long the learner sleeps between looks at its channel: far below any `refresh_ms` worth
+/// setting, and long enough that one look takes hundreds of events at full load.
+const POLL: Duration = Duration::from_millis(10);
 
 enum Message {
     Event(Event),
@@ -356,13 +360,16 @@ impl Worker {
         let refresh = self.inputs.refresh;
         let mut next = Instant::now() + refresh;
         while !self.stop.load(Ordering::SeqCst) {
-            match self
-                .events
-                .recv_timeout(next.saturating_duration_since(Instant::now()))
-            {
-                Ok(Message::Event(event)) => self.apply(event),
-                Ok(Message::Wake) | Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
+            // Drain what has arrived, then sleep rather than block on the channel: with nobody
+            // waiting on it, a handler's send is a push and never a system call to wake this
+            // thread, which on a busy core would cost every click a context switch.
+            loop {
+                match self.events.try_recv() {
+                    Ok(Message::Event(event)) => self.apply(event),
+                    Ok(Message::Wake) => {}
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return,
+                }
             }
             let now = Instant::now();
             if now >= next {
@@ -371,6 +378,7 @@ impl Worker {
                 // even when one runs late.
                 next = now + refresh;
             }
+            std::thread::sleep(POLL.min(next.saturating_duration_since(Instant::now())));
         }
     }
 
