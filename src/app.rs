@@ -253,32 +253,9 @@ fn follow_instances(
                 learning::Outcome::Adjusted(_) => {}
             }
             if route == Route::Fallback {
-                learning.event(match outcome {
-                    learning::Outcome::Approved(payout) => learning::Event::Conversion {
-                        campaign,
-                        offer,
-                        segment,
-                        payout,
-                        click_ms,
-                        at_ms,
-                    },
-                    learning::Outcome::Reversed(payout) => learning::Event::Reversal {
-                        campaign,
-                        offer,
-                        segment,
-                        payout,
-                        click_ms,
-                        at_ms,
-                    },
-                    learning::Outcome::Adjusted(delta) => learning::Event::Adjustment {
-                        campaign,
-                        offer,
-                        segment,
-                        delta,
-                        click_ms,
-                        at_ms,
-                    },
-                });
+                learning.event(learning::Event::of_outcome(
+                    campaign, offer, segment, outcome, click_ms, at_ms,
+                ));
             }
         }
     });

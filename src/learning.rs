@@ -103,6 +103,43 @@ enum Message {
 }
 
 impl Event {
+    /// What a conversion's `outcome` teaches about a click of `campaign` sent to `offer`.
+    pub fn of_outcome(
+        campaign: String,
+        offer: String,
+        segment: Segment,
+        outcome: Outcome,
+        click_ms: i64,
+        at_ms: i64,
+    ) -> Event {
+        match outcome {
+            Outcome::Approved(payout) => Event::Conversion {
+                campaign,
+                offer,
+                segment,
+                payout,
+                click_ms,
+                at_ms,
+            },
+            Outcome::Reversed(payout) => Event::Reversal {
+                campaign,
+                offer,
+                segment,
+                payout,
+                click_ms,
+                at_ms,
+            },
+            Outcome::Adjusted(delta) => Event::Adjustment {
+                campaign,
+                offer,
+                segment,
+                delta,
+                click_ms,
+                at_ms,
+            },
+        }
+    }
+
     fn apply(self, evidence: &mut Evidence) {
         match self {
             Event::Click {
@@ -209,37 +246,14 @@ impl Feed {
         let Some(outcome) = outcome(change) else {
             return;
         };
-        let (campaign, offer, segment) = (
+        self.send(Event::of_outcome(
             campaign.to_string(),
             offer.to_string(),
             Segment::of(visitor),
-        );
-        self.send(match outcome {
-            Outcome::Approved(payout) => Event::Conversion {
-                campaign,
-                offer,
-                segment,
-                payout,
-                click_ms,
-                at_ms,
-            },
-            Outcome::Reversed(payout) => Event::Reversal {
-                campaign,
-                offer,
-                segment,
-                payout,
-                click_ms,
-                at_ms,
-            },
-            Outcome::Adjusted(delta) => Event::Adjustment {
-                campaign,
-                offer,
-                segment,
-                delta,
-                click_ms,
-                at_ms,
-            },
-        });
+            outcome,
+            click_ms,
+            at_ms,
+        ));
     }
 
     /// An event recorded elsewhere (another instance sharing the store).
