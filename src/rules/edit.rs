@@ -19,7 +19,8 @@ use arc_swap::ArcSwap;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
-use crate::rules::load::{load_from_sources, read_files, FileKind, RuleError};
+pub(crate) use crate::rules::load::valid_id;
+use crate::rules::load::{self, load_from_sources, read_files, FileKind, RuleError};
 use crate::rules::model::RuleSet;
 
 /// What kind of rule a change is about.
@@ -40,43 +41,15 @@ impl Kind {
         }
     }
 
-    /// Preferred key order when the entry is written (tables always come last).
+    /// Preferred key order when the entry is written (tables always come last): the order the
+    /// loader knows the keys in.
     fn key_order(self) -> &'static [&'static str] {
         match self {
-            Kind::Offer => &[
-                "id",
-                "url",
-                "payout",
-                "currency",
-                "daily_cap",
-                "cap_timezone",
-                "paused",
-                "match",
-                "exclude",
-            ],
-            Kind::Source => &[
-                "id",
-                "click_id_param",
-                "cost_param",
-                "cost_model",
-                "postback_url",
-                "postback_events",
-                "postback_statuses",
-                "postback_ips",
-            ],
-            Kind::Campaign => &[
-                "id", "source", "redirect", "backlink", "bot_url", "primary", "fallback",
-            ],
+            Kind::Offer => load::OFFER_KEYS,
+            Kind::Source => load::SOURCE_KEYS,
+            Kind::Campaign => load::CAMPAIGN_KEYS,
         }
     }
-}
-
-/// Whether `id` is a valid rule id (`[a-z0-9_-]{1,64}`), so it can name a file safely.
-pub fn valid_id(id: &str) -> bool {
-    (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 /// A change to one rule.
@@ -501,8 +474,9 @@ fn campaign_file(table: &toml::Table) -> String {
     text
 }
 
-/// Keys of primaries and fallbacks, in the order they are written.
-const ROUTE_KEYS: &[&str] = &["offer", "weight", "match", "exclude"];
+/// Keys of primaries and fallbacks, in the order they are written (a fallback's keys are a
+/// primary's plus `weight`).
+const ROUTE_KEYS: &[&str] = load::FALLBACK_KEYS;
 
 /// A table written with its keys in a readable order: plain values before tables (`match`,
 /// `exclude`) and lists of tables (`primary`, `fallback`), each group in `prefer` order, then

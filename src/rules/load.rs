@@ -408,7 +408,7 @@ struct Loader {
     references: Vec<Reference>,
 }
 
-const OFFER_KEYS: &[&str] = &[
+pub(crate) const OFFER_KEYS: &[&str] = &[
     "id",
     "url",
     "payout",
@@ -419,7 +419,7 @@ const OFFER_KEYS: &[&str] = &[
     "match",
     "exclude",
 ];
-const SOURCE_KEYS: &[&str] = &[
+pub(crate) const SOURCE_KEYS: &[&str] = &[
     "id",
     "click_id_param",
     "cost_param",
@@ -429,16 +429,17 @@ const SOURCE_KEYS: &[&str] = &[
     "postback_statuses",
     "postback_ips",
 ];
-const CAMPAIGN_KEYS: &[&str] = &[
+pub(crate) const CAMPAIGN_KEYS: &[&str] = &[
     "id", "source", "redirect", "backlink", "bot_url", "primary", "fallback",
 ];
 const PRIMARY_KEYS: &[&str] = &["offer", "match", "exclude"];
-const FALLBACK_KEYS: &[&str] = &["offer", "weight", "match", "exclude"];
+pub(crate) const FALLBACK_KEYS: &[&str] = &["offer", "weight", "match", "exclude"];
 const STATUSES: &[&str] = &["approved", "pending", "rejected", "chargeback"];
 
 type Value<'i> = Spanned<DeValue<'i>>;
 
-fn valid_id(id: &str) -> bool {
+/// `[a-z0-9_-]{1,64}`: every rule id (SPEC §5), and so every id the admin API takes in a path.
+pub(crate) fn valid_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
         && id
             .bytes()
