@@ -194,10 +194,7 @@ async fn open_store(
     settings: &Settings,
 ) -> anyhow::Result<(Arc<dyn Store>, Option<Arc<RedisStore>>)> {
     let config = &settings.config;
-    // Twice the window, so a postback just past it is told `click_expired`, not
-    // `unknown_click`.
-    let retention =
-        std::time::Duration::from_secs(2 * u64::from(config.attribution_window_days) * 86_400);
+    let retention = settings.store_retention();
     match config.store.kind {
         StoreKind::Sqlite => {
             let store = SqliteStore::open(&config.store.path, config.store.durability, retention)?;

@@ -197,6 +197,12 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// How long stores keep a click: twice the attribution window, so a postback just past the
+    /// window is told `click_expired`, not `unknown_click`.
+    pub fn store_retention(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(2 * u64::from(self.config.attribution_window_days) * 86_400)
+    }
+
     /// Reads the file (`explicit`, else `SMARTLINK_CONFIG`, else `smartlink.toml` when present,
     /// else defaults) and applies `SMARTLINK_*` overrides from `env`, then validates everything.
     /// `env` is passed in so tests never mutate the process environment.

@@ -103,11 +103,9 @@ fn redis_report(
         .build()
         .map_err(|e| crate::store::StoreError::Internal(e.to_string()))?;
     runtime.block_on(async {
-        let retention =
-            std::time::Duration::from_secs(2 * u64::from(config.attribution_window_days) * 86_400);
         let store = RedisStore::open(
             &config.store.url.urls(),
-            Options::new(config.store.durability, retention),
+            Options::new(config.store.durability, settings.store_retention()),
         )
         .await?;
         store.report(&request.query()).await
