@@ -42,7 +42,7 @@ use tokio::sync::oneshot;
 
 mod rollup;
 
-use self::rollup::{Dims, Rollup};
+use self::rollup::{Deferred, Dims, Fact, Rollup};
 use super::codec;
 use super::{
     ClickRecord, ConversionReport, Delivery, DeliveryAttempt, DeliveryPlan, DeliveryState,
@@ -155,6 +155,9 @@ const MIGRATIONS: &[&str] = &[
     // Report rollups (see `rollup`), built from the clicks and conversions already stored by
     // `after_migration`.
     rollup::CREATE_TABLE,
+    // The writer's click sequence, so rollups may lag the clicks and still be caught up after a
+    // crash (see `rollup::Deferred`). Older clicks have none: they were rolled up as they came.
+    "ALTER TABLE clicks ADD COLUMN seq INTEGER;",
 ];
 
 /// Work a migration does beyond its SQL, in the same transaction; `version` is the one reached.
@@ -330,6 +333,8 @@ impl SqliteStore {
         }
         let mut conn = open_writer(path, durability).map_err(fail)?;
         migrate(&mut conn).map_err(fail)?;
+        let next_seq = rollup::recover(&mut conn)
+            .map_err(|e| fail(format!("cannot catch up the report rollups: {e}")))?;
 
         let readers = Arc::new(Readers {
             path: path.to_owned(),
@@ -358,6 +363,7 @@ impl SqliteStore {
             retention_ms: i64::try_from(retention.as_millis()).unwrap_or(i64::MAX),
             health: Ok(()),
             prune: None,
+            deferred: Deferred::new(next_seq),
         };
         let writer = std::thread::Builder::new()
             .name("sqlite-writer".into())
@@ -619,6 +625,8 @@ impl Store for SqliteStore {
     }
 
     async fn report(&self, query: &ReportQuery) -> Result<Vec<ReportGroup>, StoreError> {
+        // Click facts wait up to a second for their rollup rows; a report sees them all.
+        self.flush().await?;
         let query = query.clone();
         self.read(move |conn| rollup::report(conn, &query)).await
     }
@@ -1249,6 +1257,8 @@ struct Writer {
     /// Outcome of the last write transaction, reported by `ping` and `flush`.
     health: Result<(), String>,
     prune: Option<PruneRun>,
+    /// Click facts committed but not yet in the report rollups.
+    deferred: Deferred,
 }
 
 struct PruneRun {
@@ -1268,11 +1278,15 @@ impl Writer {
                 next_prune = Instant::now() + PRUNE_EVERY;
             }
             // While a retention run is under way, only look at the queue; otherwise sleep until
-            // the next run is due.
+            // the next run or deferred rollups are due.
+            let wake = self
+                .deferred
+                .deadline()
+                .map_or(next_prune, |deadline| deadline.min(next_prune));
             let wait = if self.prune.is_some() {
                 Duration::ZERO
             } else {
-                next_prune.saturating_duration_since(Instant::now())
+                wake.saturating_duration_since(Instant::now())
             };
             match self.ops.recv_timeout(wait) {
                 Ok(first) => {
@@ -1280,8 +1294,19 @@ impl Writer {
                         return;
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Timeout) => {
+                    if self
+                        .deferred
+                        .deadline()
+                        .is_some_and(|deadline| Instant::now() >= deadline)
+                    {
+                        self.commit(Vec::new(), true);
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.commit(Vec::new(), true);
+                    return;
+                }
             }
             self.prune_step();
         }
@@ -1308,7 +1333,12 @@ impl Writer {
             }
             next = self.ops.try_recv().ok();
         }
-        self.commit(writes);
+        // A flush promises reports that see everything before it; so does a stop.
+        let write_rollups = !keep_running
+            || replies
+                .iter()
+                .any(|reply| matches!(reply, Control::Flush(_)));
+        self.commit(writes, write_rollups);
         for reply in replies {
             match reply {
                 Control::Flush(reply) => {
@@ -1344,8 +1374,9 @@ impl Writer {
         Ok(())
     }
 
-    fn commit(&mut self, mut writes: Vec<Write>) {
-        if writes.is_empty() {
+    /// Commits `writes` in one transaction, with the deferred rollups too when `write_rollups`.
+    fn commit(&mut self, mut writes: Vec<Write>, write_rollups: bool) {
+        if writes.is_empty() && !(write_rollups && self.deferred.deadline().is_some()) {
             return;
         }
         let started = Instant::now();
@@ -1358,7 +1389,7 @@ impl Writer {
         }
         let mut attempt = 1;
         let outcome = loop {
-            match self.transaction(&mut writes) {
+            match self.transaction(&mut writes, write_rollups) {
                 Ok(results) => break Ok(results),
                 Err(err) => {
                     self.names.clear();
@@ -1387,7 +1418,10 @@ impl Writer {
             }
             Err(err) => {
                 let message = err.to_string();
-                tracing::error!(error = %message, records = count, first = writes[0].describe(), "SQLite write failed; records lost");
+                let first = writes
+                    .first()
+                    .map_or_else(|| "report rollups".to_string(), Write::describe);
+                tracing::error!(error = %message, records = count, first, "SQLite write failed; records lost");
                 self.health = Err(message.clone());
                 writes.iter().map(|_| Err(message.clone())).collect()
             }
@@ -1437,32 +1471,50 @@ impl Writer {
 
     /// One transaction over the batch. A record SQLite refuses on its own (a duplicate id), or
     /// one that names a delivery that does not exist, fails alone; anything else fails the
-    /// whole batch.
+    /// whole batch. The batch's report facts are upserted with it, together with the deferred
+    /// click facts, when `write_rollups`, when it holds a conversion, or when those are due;
+    /// otherwise its click facts join the deferred ones once it committed.
     fn transaction(
         &mut self,
         writes: &mut [Write],
+        write_rollups: bool,
     ) -> rusqlite::Result<Vec<Result<Outcome, String>>> {
         let mut tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut results = Vec::with_capacity(writes.len());
-        // The batch's report counters, summed per rollup row and written before the commit.
-        let mut rollup = Rollup::default();
+        // What the batch adds to the report counters.
+        let mut facts = Vec::with_capacity(writes.len());
+        let mut seq = self.deferred.next_seq();
+        let mut earliest_ms: Option<i64> = None;
+        let mut has_conversion = false;
         for write in writes.iter_mut() {
             let applied = match &mut write.kind {
                 WriteKind::Click(record) => {
-                    insert_click(&tx, &mut self.names, record).map(|dims| {
-                        rollup.add(record.ts_ms, &dims, &click_counters(record));
+                    seq += 1;
+                    insert_click(&tx, &mut self.names, record, seq - 1).map(|dims| {
+                        facts.push(Fact {
+                            ts_ms: record.ts_ms,
+                            dims,
+                            counters: click_counters(record),
+                        });
+                        earliest_ms =
+                            Some(earliest_ms.map_or(record.ts_ms, |t| t.min(record.ts_ms)));
                         Ok(Outcome::Done)
                     })
                 }
                 WriteKind::Conversion(conversion) => {
+                    has_conversion = true;
                     // A conversion is several statements: one refused midway must leave none.
                     let savepoint = tx.savepoint()?;
                     match apply_conversion(&savepoint, conversion, &mut self.names) {
                         Ok((change, counted)) => savepoint.commit().map(|()| {
-                            if let Some((ts_ms, dims, delta)) = counted {
-                                rollup.add(ts_ms, &dims, &delta);
+                            if let Some((ts_ms, dims, counters)) = counted {
+                                facts.push(Fact {
+                                    ts_ms,
+                                    dims,
+                                    counters,
+                                });
                             }
                             Ok(Outcome::Conversion(change))
                         }),
@@ -1486,8 +1538,15 @@ impl Writer {
                 Err(err) => return Err(err),
             }
         }
-        rollup.write(&tx)?;
+        let settle = self.deferred.settle(
+            &tx,
+            &facts,
+            write_rollups || has_conversion,
+            seq - 1,
+            earliest_ms,
+        )?;
         tx.commit()?;
+        self.deferred.committed(settle, facts, seq);
         Ok(results)
     }
 
@@ -1846,6 +1905,7 @@ fn insert_click(
     conn: &Connection,
     names: &mut HashMap<String, i64>,
     click: &ClickRecord,
+    seq: i64,
 ) -> rusqlite::Result<Dims> {
     let v = &click.visitor;
     let campaign = intern(conn, names, &click.campaign)?;
@@ -1861,9 +1921,9 @@ fn insert_click(
     conn.prepare_cached(
         "INSERT INTO clicks (id, ts, campaign, source, offer, route, external_id, cost, country,
              region, city, asn, isp, carrier, connection, os, os_version, browser,
-             browser_version, device, bot, language, ip, params)
+             browser_version, device, bot, language, ip, params, seq)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
-             ?19, ?20, ?21, ?22, ?23, ?24)",
+             ?19, ?20, ?21, ?22, ?23, ?24, ?25)",
     )?
     .execute(params![
         click.id,
@@ -1890,6 +1950,7 @@ fn insert_click(
         v.language,
         codec::encode_ip(&click.ip),
         codec::encode_params(&click.params),
+        seq,
     ])?;
     let mut dims = Dims::default();
     dims.set(Dimension::Campaign, campaign);
@@ -3254,6 +3315,80 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
+    async fn a_report_counts_clicks_whose_rollups_were_still_deferred() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir, Durability::Batched);
+        let now = now_ms();
+        for click in realistic_clicks(300) {
+            store.record_click(click).await.unwrap();
+        }
+        let all = groups(&store, &[(now - 2 * DAY_MS, now + DAY_MS)], None, &[]).await;
+        let raw = raw_totals(&independent(&store), now - 2 * DAY_MS, now + DAY_MS);
+        assert_eq!(all[0].counters, raw);
+        assert_eq!(raw.clicks, 300);
+    }
+
+    #[tokio::test]
+    async fn clicks_committed_after_the_last_rollup_reach_the_rollups_at_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("smartlink.db");
+        let now = now_ms();
+        let (from, to) = (now - 2 * DAY_MS, now + DAY_MS);
+        {
+            let store = SqliteStore::open(&path, Durability::Batched, TEN_YEARS).unwrap();
+            for click in realistic_clicks(400) {
+                store.record_click(click).await.unwrap();
+            }
+            store.flush().await.unwrap();
+        }
+        // What a crash leaves behind when the facts of every click after the 100th were still
+        // deferred (here the rollups are emptied, so only the caught-up clicks show).
+        let (late_clicks, late_cost) = {
+            let conn = Connection::open(&path).unwrap();
+            let last_rolled: i64 = conn
+                .query_row(
+                    "SELECT seq FROM clicks ORDER BY seq LIMIT 1 OFFSET 99",
+                    [],
+                    |row| row.get(0),
+                )
+                .unwrap();
+            let (count, cost, late_from): (i64, i64, i64) = conn
+                .query_row(
+                    "SELECT count(*), coalesce(sum(cost), 0), min(ts) FROM clicks WHERE seq > ?1",
+                    [last_rolled],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                )
+                .unwrap();
+            conn.execute_batch(&format!(
+                "DELETE FROM report_rollup;
+                 UPDATE meta SET value = {last_rolled} WHERE key = 'rollup_seq';
+                 INSERT INTO meta (key, value) VALUES ('rollup_unrolled_from_ms', {late_from});"
+            ))
+            .unwrap();
+            (count, cost)
+        };
+        assert_eq!(late_clicks, 300);
+        let store = SqliteStore::open(&path, Durability::Batched, TEN_YEARS).unwrap();
+        let all = groups(&store, &[(from, to)], None, &[]).await;
+        assert_eq!(all[0].counters.clicks, late_clicks);
+        assert_eq!(all[0].counters.cost, Money::from_micros(late_cost));
+        // Caught up once: a second open adds nothing.
+        drop(store);
+        let store = SqliteStore::open(&path, Durability::Batched, TEN_YEARS).unwrap();
+        let again = groups(&store, &[(from, to)], None, &[]).await;
+        assert_eq!(again, all);
+    }
+
+    /// Inserts a click into a file of a version before clicks had a sequence number.
+    fn insert_old_click(conn: &Connection, names: &mut HashMap<String, i64>, click: &ClickRecord) {
+        conn.execute_batch("ALTER TABLE clicks ADD COLUMN seq INTEGER")
+            .unwrap();
+        insert_click(conn, names, click, 0).unwrap();
+        conn.execute_batch("ALTER TABLE clicks DROP COLUMN seq")
+            .unwrap();
+    }
+
+    #[tokio::test]
     async fn a_version_2_file_gets_report_rollups_built_from_its_clicks_and_conversions() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.db");
@@ -3267,7 +3402,7 @@ pub(crate) mod tests {
                 .unwrap();
             let mut names = HashMap::new();
             for click in &clicks {
-                insert_click(&conn, &mut names, click).unwrap();
+                insert_old_click(&conn, &mut names, click);
             }
             for (i, click) in clicks.iter().enumerate().step_by(5) {
                 conn.execute(
@@ -3345,7 +3480,7 @@ pub(crate) mod tests {
             conn.pragma_update(None, "user_version", 1).unwrap();
             conn.pragma_update(None, "application_id", APPLICATION_ID)
                 .unwrap();
-            insert_click(&conn, &mut HashMap::new(), &click).unwrap();
+            insert_old_click(&conn, &mut HashMap::new(), &click);
         }
         let store = SqliteStore::open(&path, Durability::Batched, TEN_YEARS).unwrap();
         assert_eq!(store.click(&click.id).await.unwrap(), Some(click.clone()));
