@@ -13,6 +13,7 @@ pub mod session;
 
 use std::sync::Arc;
 
+use actix_web::http::header::HeaderName;
 use actix_web::web;
 use arc_swap::ArcSwap;
 
@@ -55,9 +56,13 @@ pub struct AppState {
 
 /// The visitor's or caller's address: the peer, or behind `trusted_proxies` the address they
 /// forwarded (SPEC §7), the same reading for clicks, postbacks and rate limits.
+// Named once: a lookup by `&str` parses the name again on every request.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
 pub fn client_ip(req: &actix_web::HttpRequest, state: &AppState) -> std::net::IpAddr {
     let headers = req.headers();
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let header = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
     let peer = req
         .peer_addr()
         .map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |a| {
@@ -65,8 +70,8 @@ pub fn client_ip(req: &actix_web::HttpRequest, state: &AppState) -> std::net::Ip
         });
     crate::client_ip::resolve(
         peer,
-        header("x-forwarded-for"),
-        header("x-real-ip"),
+        header(&X_FORWARDED_FOR),
+        header(&X_REAL_IP),
         &state.settings.trusted_proxies,
     )
 }
