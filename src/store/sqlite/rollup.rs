@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use rustc_hash::FxHashMap;
 
-use super::{codec, intern, intern_opt};
+use super::{codec, intern, intern_opt, Names};
 use crate::conversion::{self, ConversionState};
 use crate::decide::Route;
 use crate::money::Money;
@@ -121,7 +121,7 @@ pub(super) const CLICK_COLUMNS: &str =
 /// interning the country and language.
 pub(super) fn click_dims(
     conn: &Connection,
-    names: &mut HashMap<String, i64>,
+    names: &mut Names,
     row: &Row<'_>,
     first: usize,
 ) -> rusqlite::Result<(i64, Dims)> {
@@ -421,7 +421,7 @@ pub(super) fn recover(conn: &mut Connection) -> rusqlite::Result<i64> {
     let Some(from_ms) = get_meta(&tx, UNROLLED_FROM_MS)? else {
         return Ok(rolled_up + 1);
     };
-    let mut names = HashMap::new();
+    let mut names = Names::default();
     let mut rollup = Rollup::default();
     let mut last = rolled_up;
     let mut recovered = 0_u64;
@@ -461,7 +461,7 @@ fn click_facts(cost_micros: Option<i64>) -> ReportCounters {
 /// adds the table runs it once, in its own transaction).
 pub(super) fn backfill(conn: &Connection) -> rusqlite::Result<()> {
     const WRITE_EVERY: usize = 200_000;
-    let mut names = HashMap::new();
+    let mut names = Names::default();
     let mut rollup = Rollup::default();
     let mut clicks = conn.prepare(&format!("SELECT {CLICK_COLUMNS}, cost FROM clicks"))?;
     let mut rows = clicks.query([])?;
