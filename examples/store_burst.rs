@@ -43,13 +43,12 @@ impl Sequence {
 fn click(i: usize, seq: &mut Sequence, rng: &mut impl rand::Rng) -> ClickRecord {
     // Twenty clicks a millisecond, from an hour ago on.
     let ts_ms = SystemClock.now_ms() - 3_600_000 + i as i64 / 20;
-    let ip = format!(
-        "{}.{}.{}.{}",
-        1 + seq.below(223),
-        seq.below(256),
-        seq.below(256),
-        seq.below(256)
-    );
+    let ip = std::net::IpAddr::from([
+        1 + seq.below(223) as u8,
+        seq.below(256) as u8,
+        seq.below(256) as u8,
+        seq.below(256) as u8,
+    ]);
     let mut pick = |n: usize| seq.below(n as u64) as usize;
     ClickRecord {
         id: smartlink::click_id::generate(ts_ms, rng),
@@ -61,7 +60,7 @@ fn click(i: usize, seq: &mut Sequence, rng: &mut impl rand::Rng) -> ClickRecord 
         offer: Some(format!("offer-{}", pick(4))),
         route: Route::Fallback,
         visitor: Visitor {
-            ip: ip.parse().expect("a valid address"),
+            ip,
             country: Some(COUNTRIES[pick(COUNTRIES.len())].into()),
             region: Some(format!("Region {}", pick(50))),
             city: Some(format!("City {}", pick(300))),

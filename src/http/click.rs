@@ -119,7 +119,7 @@ pub async fn click(
             offer: offer_id.map(str::to_string),
             route: decision.route,
             visitor,
-            ip: stored_ip.to_string(),
+            ip: stored_ip,
             params,
         };
         let handed_over = Instant::now();

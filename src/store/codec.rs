@@ -5,7 +5,7 @@
 //! so the tables below only ever grow. Each encoder is an exhaustive `match`, so a new variant
 //! does not compile until it is given a code on purpose.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use rusqlite::types::{Value, ValueRef};
 
@@ -112,29 +112,34 @@ pub(crate) fn delivery_state_from_code(code: i64) -> Option<DeliveryState> {
         .find(|&s| delivery_state_code(s) == code)
 }
 
-/// A canonical address becomes its 4 or 16 octets (a third of its text); anything else, such as
-/// a non-canonical spelling, is kept as text so that reading it back gives the same string.
-pub(crate) fn encode_ip(ip: &str) -> Value {
-    match ip.parse::<IpAddr>() {
-        Ok(IpAddr::V4(v4)) if v4.to_string() == ip => Value::Blob(v4.octets().to_vec()),
-        Ok(IpAddr::V6(v6)) if v6.to_string() == ip => Value::Blob(v6.octets().to_vec()),
-        _ => Value::Text(ip.to_owned()),
+/// An address is its 4 or 16 octets (a third of its text).
+pub(crate) fn encode_ip(ip: IpAddr) -> Value {
+    match ip {
+        IpAddr::V4(v4) => Value::Blob(v4.octets().to_vec()),
+        IpAddr::V6(v6) => Value::Blob(v6.octets().to_vec()),
     }
 }
 
-pub(crate) fn decode_ip(value: ValueRef<'_>) -> Option<String> {
+/// Octets, or the text that files of earlier versions kept for spellings they did not
+/// recognise (an unreadable one, or none, reads as the unspecified address).
+pub(crate) fn decode_ip(value: ValueRef<'_>) -> Option<IpAddr> {
     match value {
         ValueRef::Blob(octets) => {
             if let Ok(v4) = <[u8; 4]>::try_from(octets) {
-                Some(IpAddr::from(v4).to_string())
+                Some(IpAddr::from(v4))
             } else if let Ok(v6) = <[u8; 16]>::try_from(octets) {
-                Some(IpAddr::from(v6).to_string())
+                Some(IpAddr::from(v6))
             } else {
                 None
             }
         }
-        ValueRef::Text(text) => std::str::from_utf8(text).ok().map(str::to_owned),
-        ValueRef::Null => Some(String::new()),
+        ValueRef::Text(text) => Some(
+            std::str::from_utf8(text)
+                .ok()
+                .and_then(|text| text.parse().ok())
+                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+        ),
+        ValueRef::Null => Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
         ValueRef::Integer(_) | ValueRef::Real(_) => None,
     }
 }
@@ -231,17 +236,23 @@ mod tests {
             "2001:db8::1",
             "2001:db8:85a3::",
             "::ffff:192.0.2.1",
-            "2001:DB8::1",
-            "010.1.1.1",
-            "",
-            "unknown",
         ] {
+            let ip: IpAddr = ip.parse().unwrap();
             let stored = encode_ip(ip);
-            let read = decode_ip(ValueRef::from(&stored));
-            assert_eq!(read.as_deref(), Some(ip), "{ip}");
+            assert_eq!(decode_ip(ValueRef::from(&stored)), Some(ip), "{ip}");
         }
-        assert!(matches!(encode_ip("203.0.113.7"), Value::Blob(b) if b.len() == 4));
-        assert!(matches!(encode_ip("2001:db8::1"), Value::Blob(b) if b.len() == 16));
+        assert!(matches!(encode_ip([203, 0, 113, 7].into()), Value::Blob(b) if b.len() == 4));
+        assert!(
+            matches!(encode_ip("2001:db8::1".parse().unwrap()), Value::Blob(b) if b.len() == 16)
+        );
+    }
+
+    #[test]
+    fn addresses_older_files_kept_as_text_read_as_addresses() {
+        let text = |text: &str| decode_ip(ValueRef::Text(text.as_bytes()));
+        assert_eq!(text("2001:DB8::1"), Some("2001:db8::1".parse().unwrap()));
+        assert_eq!(text("unknown"), Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED)));
+        assert_eq!(text(""), Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED)));
     }
 
     #[test]

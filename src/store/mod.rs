@@ -6,6 +6,8 @@ mod codec;
 pub mod redis;
 pub mod sqlite;
 
+use std::net::IpAddr;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -38,7 +40,7 @@ pub struct ClickRecord {
     /// Classification at click time; `visitor.ip` is not relied on, see `ip`.
     pub visitor: Visitor,
     /// Client address as stored (anonymized when `anonymize_ip` is set).
-    pub ip: String,
+    pub ip: IpAddr,
     /// Query parameters with unreplaced source tokens already removed.
     pub params: QueryParams,
 }

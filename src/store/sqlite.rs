@@ -25,7 +25,6 @@
 //! their own, so the writer never stalls behind one and `batched` keeps its 10 ms promise.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -946,7 +945,7 @@ fn click_from_values(values: &[Value]) -> rusqlite::Result<ClickRecord> {
         route: coded(values, 7, codec::route_from_code)?,
         visitor: Visitor {
             // Only the stored (possibly anonymized) address is kept; see `ClickRecord::ip`.
-            ip: ip.parse().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            ip,
             country: text(8)?,
             region: text(9)?,
             city: text(10)?,
@@ -1894,11 +1893,7 @@ fn apply_delivery_attempt(
     Ok(Ok(()))
 }
 
-fn intern(
-    conn: &Connection,
-    names: &mut Names,
-    name: &str,
-) -> rusqlite::Result<i64> {
+fn intern(conn: &Connection, names: &mut Names, name: &str) -> rusqlite::Result<i64> {
     if let Some(&id) = names.get(name) {
         return Ok(id);
     }
@@ -1978,7 +1973,7 @@ fn insert_click(
         codec::device_code(v.device),
         v.bot,
         v.language,
-        codec::encode_ip(&click.ip),
+        codec::encode_ip(click.ip),
         codec::encode_params(&click.params),
         seq,
     ])?;
@@ -2050,7 +2045,7 @@ pub(crate) mod tests {
                 bot: false,
                 language: Some("en".into()),
             },
-            ip: "203.0.113.7".into(),
+            ip: "203.0.113.7".parse().unwrap(),
             params: QueryParams(vec![
                 ("clickid".into(), "8f14e45fceea167a5a36dedd4bea2543".into()),
                 ("zone".into(), "4471203".into()),
@@ -2101,8 +2096,8 @@ pub(crate) mod tests {
         click.visitor.bot = true;
         click.visitor.city = Some("São Paulo".into());
         click.cost = Some(Money::from_micros(-1));
-        click.ip = "2001:db8:85a3::8a2e:370:7334".into();
-        click.visitor.ip = click.ip.parse().unwrap();
+        click.ip = "2001:db8:85a3::8a2e:370:7334".parse().unwrap();
+        click.visitor.ip = click.ip;
         click.params = QueryParams(vec![
             ("sub1".into(), "значение & more = 🎯".into()),
             ("zone".into(), "1".into()),
@@ -2124,7 +2119,7 @@ pub(crate) mod tests {
             offer: None,
             route: Route::Backlink,
             visitor: Visitor::unknown("198.51.100.0".parse().unwrap()),
-            ip: "198.51.100.0".into(),
+            ip: "198.51.100.0".parse().unwrap(),
             params: QueryParams::default(),
             ..fresh_click()
         };
@@ -3672,8 +3667,8 @@ pub(crate) mod tests {
                     next(256),
                     next(256)
                 );
-                click.visitor.ip = ip.parse().unwrap();
-                click.ip = ip;
+                click.ip = ip.parse().unwrap();
+                click.visitor.ip = click.ip;
                 click.params = QueryParams(vec![
                     ("clickid".into(), external.clone()),
                     ("zone".into(), (1_000_000 + next(9_000_000)).to_string()),

@@ -619,7 +619,7 @@ fn click_at(ts_ms: i64, cost: &str) -> ClickRecord {
             country: Some("DE".into()),
             ..Visitor::unknown(ip)
         },
-        ip: TELEKOM_DE_IP.into(),
+        ip: TELEKOM_DE_IP.parse().unwrap(),
         params: QueryParams::default(),
     }
 }

@@ -410,9 +410,7 @@ fn encode_click(click: &ClickRecord) -> String {
 
 fn decode_click(text: &str) -> Result<ClickRecord, StoreError> {
     let mut click: ClickRecord = serde_json::from_str(text).map_err(|_| corrupt("click"))?;
-    if let Ok(ip) = click.ip.parse() {
-        click.visitor.ip = ip;
-    }
+    click.visitor.ip = click.ip;
     Ok(click)
 }
 
