@@ -64,7 +64,10 @@ impl Buffer {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Queues a click. Only a sender that waits for the write wakes the writer: a wake-up per
+    /// batched click would cost the click's core a system call; the writer looks every `super::POLL`.
     pub(super) fn push(&self, entry: Entry) {
+        let waits = entry.done.is_some();
         let dropped = {
             let mut inner = self.lock();
             inner
@@ -74,7 +77,9 @@ impl Buffer {
             self.enforce_limit(&mut inner)
         };
         answer_dropped(dropped);
-        self.wake.notify_one();
+        if waits {
+            self.wake.notify_one();
+        }
     }
 
     fn enforce_limit(&self, inner: &mut Inner) -> Vec<Entry> {

@@ -66,6 +66,9 @@ pub use self::buffer::DEFAULT_LIMIT as DEFAULT_BUFFER_LIMIT;
 /// Clicks per script call: large enough that a burst is a few round trips, small enough that
 /// one call keeps Redis busy for about a millisecond.
 const MAX_BATCH: usize = 512;
+/// Longest the click writer sleeps when nothing wakes it (see `Buffer::push`): a batched click
+/// waits at most this (on tokio's millisecond timer, up to a millisecond more) before its write.
+const POLL: Duration = Duration::from_millis(2);
 /// Entries kept in each shard's event stream. An instance that falls further behind than this
 /// (a long pause) loses some evidence, which only slows its learning.
 const EVENTS_KEPT: usize = 100_000;
@@ -565,7 +568,10 @@ async fn write_clicks(core: Arc<Core>) {
     loop {
         let batch = core.buffer.take(MAX_BATCH);
         if batch.is_empty() {
-            core.buffer.wake.notified().await;
+            tokio::select! {
+                () = core.buffer.wake.notified() => {}
+                () = tokio::time::sleep(POLL) => {}
+            }
             continue;
         }
         let started = Instant::now();
