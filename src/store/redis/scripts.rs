@@ -9,10 +9,12 @@ use redis::Script;
 /// KEYS: 1 events stream, 2 residual-click set, then per click its key and its report key.
 /// ARGV: 1 instance id, 2 events stream length, 3 residual set cut-off (ms), then per click:
 /// JSON, expiry (ms), report expiry (ms), report field suffix, cost in millionths or "",
-/// residual member or "", time (ms).
+/// residual member or "", time (ms). A report key's expiry follows from its day, so it is set
+/// once per batch.
 const CLICKS: &str = r"
 local written = 0
 local clicks = (#KEYS - 2) / 2
+local expiring = {}
 for i = 0, clicks - 1 do
   local click_key, report_key = KEYS[3 + 2 * i], KEYS[4 + 2 * i]
   local a = 4 + 7 * i
@@ -21,7 +23,10 @@ for i = 0, clicks - 1 do
     if ARGV[a + 4] ~= '' then
       redis.call('HINCRBY', report_key, '$' .. ARGV[a + 3], ARGV[a + 4])
     end
-    redis.call('PEXPIREAT', report_key, ARGV[a + 2])
+    if not expiring[report_key] then
+      redis.call('PEXPIREAT', report_key, ARGV[a + 2])
+      expiring[report_key] = true
+    end
     if ARGV[a + 5] ~= '' then
       redis.call('ZADD', KEYS[2], ARGV[a + 6], ARGV[a + 5])
       redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*',
