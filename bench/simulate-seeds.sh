@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Runs `smartlink simulate` over seeds 1..K and summarises each policy's figures over the seeds:
+# mean/min/max of ratio, second_half_ratio, regret relative to the baselines, earnings relative to
+# thompson-cr, and clicks_to_90 per drift.
+#
+#   bench/simulate-seeds.sh SCENARIO [K] [POLICY]
+#
+# K defaults to 4. Without POLICY every policy runs (the regret ratios need epsilon-greedy, ucb1
+# and thompson-cr, whose figures do not depend on the bandit's settings). One simulation runs at
+# a time. SMARTLINK overrides the binary (default target/release/smartlink); KEEP=DIR keeps the
+# JSON of each seed there.
+set -euo pipefail
+
+scenario=${1:?usage: simulate-seeds.sh SCENARIO [K] [POLICY]}
+seeds=${2:-4}
+policy=${3:-}
+bin=${SMARTLINK:-target/release/smartlink}
+out=${KEEP:-$(mktemp -d)}
+mkdir -p "$out"
+
+for seed in $(seq 1 "$seeds"); do
+    args=(simulate --scenario "$scenario" --seed "$seed")
+    if [[ -n $policy ]]; then
+        args+=(--policy "$policy")
+    fi
+    "$bin" "${args[@]}" >"$out/seed-$seed.json"
+done
+
+python3 - "$out" "$seeds" <<'PY'
+import json, statistics, sys
+
+out, seeds = sys.argv[1], int(sys.argv[2])
+runs = [json.load(open(f"{out}/seed-{s}.json")) for s in range(1, seeds + 1)]
+horizon = runs[0]["clicks"]
+
+def stats(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    return f"{statistics.mean(values):.4g} [{min(values):.4g}, {max(values):.4g}]"
+
+names = [p["policy"] for p in runs[0]["policies"]]
+by = lambda run, name: next((p for p in run["policies"] if p["policy"] == name), None)
+print(f"{runs[0]['scenario']}: {seeds} seeds, {horizon} clicks; mean [min, max]")
+for name in names:
+    rows = [by(r, name) for r in runs]
+    print(f"{name}")
+    print(f"  ratio              {stats([p['ratio'] for p in rows])}")
+    print(f"  second_half_ratio  {stats([p['second_half_ratio'] for p in rows])}")
+    for base in ("epsilon-greedy", "ucb1"):
+        if base != name and all(by(r, base) for r in runs):
+            print(f"  regret / {base:<9} {stats([p['regret'] / by(r, base)['regret'] for p, r in zip(rows, runs)])}")
+    if name != "thompson-cr" and all(by(r, "thompson-cr") for r in runs):
+        print(f"  earnings / thompson-cr {stats([p['earnings'] / by(r, 'thompson-cr')['earnings'] for p, r in zip(rows, runs)])}")
+    for i, d in enumerate(rows[0]["recovery"]):
+        # A drift never recovered from counts as the rest of the horizon.
+        clicks = [p["recovery"][i]["clicks_to_90"] for p in rows]
+        never = sum(c is None for c in clicks)
+        filled = [horizon - d["at_click"] if c is None else c for c in clicks]
+        note = f" ({never} never)" if never else ""
+        print(f"  clicks_to_90 @{d['at_click']} {d['offer']}: {stats(filled)}{note}")
+PY
