@@ -1525,7 +1525,7 @@ impl Writer {
                         facts.push(Fact {
                             ts_ms: record.ts_ms,
                             dims,
-                            counters: click_counters(record),
+                            counters: rollup::click_counters(record.cost),
                         });
                         earliest_ms =
                             Some(earliest_ms.map_or(record.ts_ms, |t| t.min(record.ts_ms)));
@@ -1991,15 +1991,6 @@ fn insert_click(
     let language = intern_opt(conn, names, v.language.as_deref())?;
     dims.set(Dimension::Language, language.unwrap_or(0));
     Ok(dims)
-}
-
-/// What one click adds to the report counters.
-fn click_counters(click: &ClickRecord) -> ReportCounters {
-    ReportCounters {
-        clicks: 1,
-        cost: click.cost.unwrap_or(Money::ZERO),
-        ..ReportCounters::default()
-    }
 }
 
 #[cfg(test)]

@@ -432,7 +432,7 @@ pub(super) fn recover(conn: &mut Connection) -> rusqlite::Result<i64> {
         let mut rows = clicks.query(params![from_ms, rolled_up])?;
         while let Some(row) = rows.next()? {
             let (ts, dims) = click_dims(&tx, &mut names, row, 0)?;
-            rollup.add(ts, &dims, &click_facts(row.get(11)?));
+            rollup.add(ts, &dims, &stored_click_counters(row.get(11)?));
             last = last.max(row.get(12)?);
             recovered += 1;
         }
@@ -448,13 +448,18 @@ pub(super) fn recover(conn: &mut Connection) -> rusqlite::Result<i64> {
     Ok(last + 1)
 }
 
-/// What one click adds to the counters, from its stored cost.
-fn click_facts(cost_micros: Option<i64>) -> ReportCounters {
+/// What one click adds to the counters.
+pub(super) fn click_counters(cost: Option<Money>) -> ReportCounters {
     ReportCounters {
         clicks: 1,
-        cost: Money::from_micros(cost_micros.unwrap_or(0)),
+        cost: cost.unwrap_or(Money::ZERO),
         ..ReportCounters::default()
     }
+}
+
+/// `click_counters` from a stored click's `cost` column.
+fn stored_click_counters(cost_micros: Option<i64>) -> ReportCounters {
+    click_counters(cost_micros.map(Money::from_micros))
 }
 
 /// Builds the rollups from the clicks and conversions already in the file (the migration that
@@ -467,7 +472,7 @@ pub(super) fn backfill(conn: &Connection) -> rusqlite::Result<()> {
     let mut rows = clicks.query([])?;
     while let Some(row) = rows.next()? {
         let (ts, dims) = click_dims(conn, &mut names, row, 0)?;
-        rollup.add(ts, &dims, &click_facts(row.get(11)?));
+        rollup.add(ts, &dims, &stored_click_counters(row.get(11)?));
         if rollup.len() >= WRITE_EVERY {
             rollup.write(conn)?;
         }
