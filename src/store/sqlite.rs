@@ -182,8 +182,11 @@ const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// that one commit stays well inside the 10 ms `batched` promise.
 const MAX_BATCH: usize = 512;
 /// Longest the writer sleeps between looks at its queue when nothing wakes it: a batched click
-/// is committed within this plus one commit, well inside the 10 ms promise.
-const POLL: Duration = Duration::from_millis(2);
+/// is committed within this plus one commit, inside the 10 ms promise. Fewer, larger commits
+/// also shorten the latency tail: on a slow disk a WAL write now and then stalls the core it
+/// runs on for milliseconds, and at 15,500 clicks/s on one core p99 was 9.5 ms looking every
+/// 2 ms against 2.5 to 3.9 ms every 5 ms (8 ms did no better).
+const POLL: Duration = Duration::from_millis(5);
 /// About six seconds of a busy router's clicks: room for a slow disk to catch up, while a dead
 /// one cannot grow memory without bound.
 const QUEUE_CAPACITY: usize = 1 << 16;
