@@ -1327,11 +1327,7 @@ impl Writer {
                             wake.saturating_duration_since(Instant::now()).min(POLL),
                         );
                     }
-                    if self
-                        .deferred
-                        .deadline()
-                        .is_some_and(|deadline| Instant::now() >= deadline)
-                    {
+                    if self.deferred.due(Instant::now()) {
                         self.commit(Vec::new(), true);
                     }
                 }
@@ -1408,7 +1404,7 @@ impl Writer {
 
     /// Commits `writes` in one transaction, with the deferred rollups too when `write_rollups`.
     fn commit(&mut self, mut writes: Vec<Write>, write_rollups: bool) {
-        if writes.is_empty() && !(write_rollups && self.deferred.deadline().is_some()) {
+        if writes.is_empty() && !(write_rollups && self.deferred.holds_facts()) {
             return;
         }
         let started = Instant::now();

@@ -330,7 +330,14 @@ impl Deferred {
         self.since.map(|since| since + DEFER_FOR)
     }
 
-    fn due(&self, now: Instant) -> bool {
+    /// Whether any click facts wait for their upserts.
+    pub(super) fn holds_facts(&self) -> bool {
+        self.since.is_some()
+    }
+
+    /// Whether the deferred facts must be written now: their second is up or they fill too many
+    /// rows.
+    pub(super) fn due(&self, now: Instant) -> bool {
         self.deadline().is_some_and(|deadline| now >= deadline) || self.sums.len() >= DEFER_ROWS
     }
 
