@@ -815,8 +815,8 @@ fn campaign_tables(
 
     let mut out: Map<u64, Arc<SegmentTable>> = Map::default();
     let mut lifts: Map<u64, Vec<f64>> = Map::default();
-    // What each key computed in this pass started from.
-    let mut started: Map<u64, Vec<Prior>> = Map::default();
+    // What each key computed in this pass started from, and with which strength.
+    let mut started: Map<u64, (Vec<Prior>, f64)> = Map::default();
     for level in 0..LEVELS {
         if level == 2 {
             // Each marginal's conversion rate relative to the whole campaign's, per offer, shrunk
@@ -866,7 +866,7 @@ fn campaign_tables(
                 &lifted
             };
             if full {
-                started.insert(key, parent.to_vec());
+                started.insert(key, (parent.to_vec(), strength));
             }
             let mut own = Vec::with_capacity(spec.arms.len());
             let mut posteriors = Vec::with_capacity(spec.arms.len());
@@ -952,21 +952,16 @@ fn parent_prior(
 fn level_strength(
     c: &CampaignEvidence,
     level: usize,
-    started: &Map<u64, Vec<Prior>>,
+    started: &Map<u64, (Vec<Prior>, f64)>,
     priors: &Map<u64, Vec<Prior>>,
     lifts: &Map<u64, Vec<f64>>,
     read: &impl Fn(&KeyState, usize) -> (f64, f64, f64),
     fallback: f64,
 ) -> f64 {
-    // The strength the parents were computed with in this pass.
-    let parent_strength = match level {
-        1 => fallback,
-        _ => c.strengths[level - 1],
-    };
     let (mut excess, mut squares, mut expected) = (0.0, 0.0, 0.0);
     for key in &c.by_level[level] {
         let state = &c.keys[key];
-        let (Some(parent_start), Some(parent)) =
+        let (Some((parent_start, parent_strength)), Some(parent)) =
             (started.get(&state.parent), c.keys.get(&state.parent))
         else {
             continue;
