@@ -10,9 +10,8 @@
 //! - Delayed feedback: exposure is `Σ fade × F(age)` over clicks, kept as clicks minus one fading
 //!   sum per delay time constant (see `delay`), so a click too young to have converted is not a
 //!   failure.
-//! - Pooling: per offer, the estimate at each level is the prior of the next finer one
-//!   (empirical-Bayes shrinkage towards the parent), worth as many conversions as the level's
-//!   spread around its parents says (`level_strength`), at least `prior_conversions`.
+//! - Pooling: per offer, the estimate at each level is the prior of the next finer one, worth
+//!   `prior_conversions` conversions (empirical-Bayes shrinkage towards the parent).
 //! - Allocation: share ∝ weight × P(offer has the best EPC), plus a global exploration budget
 //!   spread by weight × posterior spread.
 
@@ -345,9 +344,6 @@ struct CampaignEvidence {
     /// What each key handed down to its children at the previous recomputation.
     prior_cache: Map<u64, Vec<Prior>>,
     cache_arms: Vec<ArmSpec>,
-    /// Per level: how many conversions the parent's estimate is worth as a prior, learned from
-    /// how far this level's keys stray from their parents (0 = not measured yet).
-    strengths: [f64; LEVELS],
 }
 
 impl CampaignEvidence {
@@ -815,8 +811,6 @@ fn campaign_tables(
 
     let mut out: Map<u64, Arc<SegmentTable>> = Map::default();
     let mut lifts: Map<u64, Vec<f64>> = Map::default();
-    // What each key computed in this pass started from, and with which strength.
-    let mut started: Map<u64, (Vec<Prior>, f64)> = Map::default();
     for level in 0..LEVELS {
         if level == 2 {
             // Each marginal's conversion rate relative to the whole campaign's, per offer, shrunk
@@ -838,14 +832,6 @@ fn campaign_tables(
                 }
             }
         }
-        if level > 0 && full {
-            c.strengths[level] = level_strength(c, level, &started, &priors, &lifts, &read, a);
-        }
-        let strength = if level == 0 || c.strengths[level] <= 0.0 {
-            a
-        } else {
-            c.strengths[level]
-        };
         for &key in &c.by_level[level] {
             let state = &c.keys[&key];
             if !full && !state.dirty {
@@ -862,12 +848,22 @@ fn campaign_tables(
             let parent: &[Prior] = if level == 0 {
                 &root_prior
             } else {
-                lifted = parent_prior(state, &priors, &lifts);
-                &lifted
+                let parent = &priors[&state.parent];
+                match state.marginal.and_then(|m| lifts.get(&m)) {
+                    Some(lift) => {
+                        lifted = parent
+                            .iter()
+                            .zip(lift)
+                            .map(|(p, l)| Prior {
+                                cr: p.cr * l,
+                                payout: p.payout,
+                            })
+                            .collect();
+                        &lifted
+                    }
+                    None => parent,
+                }
             };
-            if full {
-                started.insert(key, (parent.to_vec(), strength));
-            }
             let mut own = Vec::with_capacity(spec.arms.len());
             let mut posteriors = Vec::with_capacity(spec.arms.len());
             // Conversions this key's own evidence is worth (seen, or expected from its exposure
@@ -877,8 +873,8 @@ fn campaign_tables(
             for (arm, prior) in parent.iter().enumerate() {
                 let (e, k, r) = read(state, arm);
                 worth += k.max(e * prior.cr);
-                let shape = k + strength;
-                let rate = e + strength / prior.cr;
+                let shape = k + a;
+                let rate = e + a / prior.cr;
                 let payout = (r + p * prior.payout) / (k + p);
                 own.push(Prior {
                     cr: shape / rate,
@@ -917,82 +913,6 @@ fn campaign_tables(
     c.cache_arms = spec.arms.clone();
     out
 }
-
-/// What a key at a level below the root starts from: its parent's estimate, with the conversion
-/// rate sharpened by the lift of the dimension the level adds.
-fn parent_prior(
-    state: &KeyState,
-    priors: &Map<u64, Vec<Prior>>,
-    lifts: &Map<u64, Vec<f64>>,
-) -> Vec<Prior> {
-    let parent = &priors[&state.parent];
-    match state.marginal.and_then(|m| lifts.get(&m)) {
-        Some(lift) => parent
-            .iter()
-            .zip(lift)
-            .map(|(p, l)| Prior {
-                cr: p.cr * l,
-                payout: p.payout,
-            })
-            .collect(),
-        None => parent.clone(),
-    }
-}
-
-/// Conversions of evidence a parent's conversion rate is worth as the prior of a key at `level`:
-/// `1 / v`, where `v` is the variance of a key's rate relative to its parent's, estimated by
-/// moments over every key of the level and every offer. With `m` conversions expected from the
-/// parent's rate and `k` seen, a Gamma prior of variance `v` gives `E[(k − m)² − m] = v m²`.
-/// Where offers differ little from one segment to the next, a segment's few clicks then count
-/// for little against what its parent saw (a new offer that earns more everywhere wins a segment
-/// before the segment has seen its conversions). Never below `fallback` (`prior_conversions`),
-/// which it also is until the level has seen enough to tell: measured on a handful of head
-/// segments a large spread is mostly noise.
-#[allow(clippy::too_many_arguments)]
-fn level_strength(
-    c: &CampaignEvidence,
-    level: usize,
-    started: &Map<u64, (Vec<Prior>, f64)>,
-    priors: &Map<u64, Vec<Prior>>,
-    lifts: &Map<u64, Vec<f64>>,
-    read: &impl Fn(&KeyState, usize) -> (f64, f64, f64),
-    fallback: f64,
-) -> f64 {
-    let (mut excess, mut squares, mut expected) = (0.0, 0.0, 0.0);
-    for key in &c.by_level[level] {
-        let state = &c.keys[key];
-        let (Some((parent_start, parent_strength)), Some(parent)) =
-            (started.get(&state.parent), c.keys.get(&state.parent))
-        else {
-            continue;
-        };
-        // The parent's estimate without this key's own evidence, or a parent with one child
-        // would always agree with it.
-        let own = parent_prior(state, priors, lifts);
-        for (arm, (prior, start)) in own.iter().zip(parent_start).enumerate() {
-            let (e, k, _) = read(state, arm);
-            let (ep, kp, _) = read(parent, arm);
-            let loo = ((kp - k).max(0.0) + parent_strength)
-                / ((ep - e).max(0.0) + parent_strength / start.cr);
-            let lift = prior.cr / priors[&state.parent][arm].cr;
-            let m = e * loo * lift;
-            excess += (k - m) * (k - m) - m;
-            squares += m * m;
-            expected += m;
-        }
-    }
-    if expected < MIN_STRENGTH_EVIDENCE || squares <= 0.0 {
-        return fallback;
-    }
-    let variance = excess / squares;
-    (1.0 / variance.max(1.0 / MAX_STRENGTH)).clamp(fallback, MAX_STRENGTH)
-}
-
-/// Most conversions a learned prior strength may be worth: a level whose keys agreed with their
-/// parents so far must not drown the next key that does not.
-const MAX_STRENGTH: f64 = 20.0;
-/// Expected conversions a level needs before its prior strength is measured.
-const MIN_STRENGTH_EVIDENCE: f64 = 30.0;
 
 #[cfg(test)]
 mod decay_tests {
