@@ -250,9 +250,14 @@ fn follow_instances(
                 learning::Outcome::Adjusted(_) => {}
             }
             if route == Route::Fallback {
-                learning.event(learning::Event::of_outcome(
-                    campaign, offer, segment, outcome, click_ms, at_ms,
-                ));
+                learning.event(learning::Event::Conversion {
+                    campaign,
+                    offer,
+                    segment,
+                    outcome,
+                    click_ms,
+                    at_ms,
+                });
             }
         }
     });

@@ -63,30 +63,12 @@ pub enum Event {
         segment: Segment,
         at_ms: i64,
     },
-    /// An approval worth `payout` (base currency) of a conversion of a click made at `click_ms`.
+    /// What a conversion of a click made at `click_ms` changed in approved revenue.
     Conversion {
         campaign: String,
         offer: String,
         segment: Segment,
-        payout: f64,
-        click_ms: i64,
-        at_ms: i64,
-    },
-    /// `payout` (positive) of an earlier approval taken back.
-    Reversal {
-        campaign: String,
-        offer: String,
-        segment: Segment,
-        payout: f64,
-        click_ms: i64,
-        at_ms: i64,
-    },
-    /// An approval still in force whose amount changed by `delta`.
-    Adjustment {
-        campaign: String,
-        offer: String,
-        segment: Segment,
-        delta: f64,
+        outcome: Outcome,
         click_ms: i64,
         at_ms: i64,
     },
@@ -103,43 +85,6 @@ enum Message {
 }
 
 impl Event {
-    /// What a conversion's `outcome` teaches about a click of `campaign` sent to `offer`.
-    pub fn of_outcome(
-        campaign: String,
-        offer: String,
-        segment: Segment,
-        outcome: Outcome,
-        click_ms: i64,
-        at_ms: i64,
-    ) -> Event {
-        match outcome {
-            Outcome::Approved(payout) => Event::Conversion {
-                campaign,
-                offer,
-                segment,
-                payout,
-                click_ms,
-                at_ms,
-            },
-            Outcome::Reversed(payout) => Event::Reversal {
-                campaign,
-                offer,
-                segment,
-                payout,
-                click_ms,
-                at_ms,
-            },
-            Outcome::Adjusted(delta) => Event::Adjustment {
-                campaign,
-                offer,
-                segment,
-                delta,
-                click_ms,
-                at_ms,
-            },
-        }
-    }
-
     fn apply(self, evidence: &mut Evidence) {
         match self {
             Event::Click {
@@ -152,26 +97,19 @@ impl Event {
                 campaign,
                 offer,
                 segment,
-                payout,
+                outcome,
                 click_ms,
                 at_ms,
-            } => evidence.record_conversion(&campaign, &offer, &segment, payout, click_ms, at_ms),
-            Event::Reversal {
-                campaign,
-                offer,
-                segment,
-                payout,
-                click_ms,
-                at_ms,
-            } => evidence.record_reversal(&campaign, &offer, &segment, payout, click_ms, at_ms),
-            Event::Adjustment {
-                campaign,
-                offer,
-                segment,
-                delta,
-                click_ms,
-                at_ms,
-            } => evidence.record_adjustment(&campaign, &offer, &segment, delta, click_ms, at_ms),
+            } => {
+                match outcome {
+                    Outcome::Approved(payout) => evidence
+                        .record_conversion(&campaign, &offer, &segment, payout, click_ms, at_ms),
+                    Outcome::Reversed(payout) => evidence
+                        .record_reversal(&campaign, &offer, &segment, payout, click_ms, at_ms),
+                    Outcome::Adjusted(delta) => evidence
+                        .record_adjustment(&campaign, &offer, &segment, delta, click_ms, at_ms),
+                }
+            }
         }
     }
 }
@@ -246,14 +184,14 @@ impl Feed {
         let Some(outcome) = outcome(change) else {
             return;
         };
-        self.send(Event::of_outcome(
-            campaign.to_string(),
-            offer.to_string(),
-            Segment::of(visitor),
+        self.send(Event::Conversion {
+            campaign: campaign.to_string(),
+            offer: offer.to_string(),
+            segment: Segment::of(visitor),
             outcome,
             click_ms,
             at_ms,
-        ));
+        });
     }
 
     /// An event recorded elsewhere (another instance sharing the store).
