@@ -4,14 +4,19 @@
 //! Pure: every call takes the time (Unix milliseconds), nothing reads a clock.
 //!
 //! - Fading: every sum is multiplied by `2^-(Δt/time_half_life + Δn/click_half_life)`, where
-//!   `Δn` counts the clicks of that segment key (all offers), so busy segments follow a change
-//!   within a few thousand of their clicks and quiet ones within the time half-life. Applied
-//!   lazily when a sum is touched.
+//!   `Δn` counts the offer's clicks in that segment key, so busy segments follow a change within a
+//!   few thousand of their clicks and quiet ones within the time half-life. The click half-life
+//!   stretches to the clicks of two mean conversion delays when that is more: an offer whose
+//!   conversions take a day is not judged on clicks too young to have converted. Applied lazily
+//!   when a sum is touched.
 //! - Delayed feedback: exposure is `Σ fade × F(age)` over clicks, kept as clicks minus one fading
 //!   sum per delay time constant (see `delay`), so a click too young to have converted is not a
 //!   failure.
-//! - Pooling: per offer, the estimate at each level is the prior of the next finer one, worth
-//!   `prior_conversions` conversions (empirical-Bayes shrinkage towards the parent).
+//! - Pooling: per offer, a main-effects model (`base × country × device × OS × carrier`, fitted
+//!   over every finest segment) predicts each key's conversion rate; down the hierarchy
+//!   (campaign → country → device → OS → carrier) each key's departure from the prediction has
+//!   its parent's as prior, worth as many conversions as the level's keys are alike (learnt from
+//!   how far they stray from their parents), less the model's own uncertainty.
 //! - Allocation: share ∝ weight × P(offer has the best EPC), plus a global exploration budget
 //!   spread by weight × posterior spread.
 
@@ -22,7 +27,7 @@ use std::sync::Arc;
 use super::allocator::{Arm, CampaignTable, SegmentTable, Tables};
 use super::delay::{DelayModel, SCALES};
 use super::posterior::{prob_best, LogNormal};
-use super::segment::{Segment, LEVELS, MARGINALS};
+use super::segment::{Segment, LEVELS};
 use crate::rules::{Campaign, Offer, RuleSet};
 
 /// A hasher without per-process random keys, so iteration order (and therefore every float sum
@@ -35,9 +40,12 @@ type Map<K, V> = HashMap<K, V, FixedState>;
 pub struct BanditConfig {
     /// Evidence loses half its weight after this long.
     pub time_half_life_ms: f64,
-    /// ... and after this many further clicks in the same segment key.
+    /// ... and after this many further clicks of the offer in the same segment key (or the
+    /// clicks of two of its mean conversion delays, if more).
     pub click_half_life: f64,
-    /// Strength of the parent level's conversion rate as a prior, in conversions.
+    /// Least strength of a parent level's conversion rate as a prior, in conversions (a level
+    /// whose keys are alike learns a stronger one), and of the model's factors' shrinkage
+    /// towards 1.
     pub prior_conversions: f64,
     /// Strength of the configured payout as a prior on payout per conversion, in conversions.
     pub payout_prior_conversions: f64,
@@ -182,26 +190,35 @@ impl Stat {
         }
     }
 
-    fn advance(&mut self, t: i64, config: &BanditConfig, taus: &[f64; SCALES]) {
+    fn advance(&mut self, t: i64, config: &BanditConfig, span: &Span) {
         let dt = (t - self.t).max(0) as f64;
         let dn = (self.count - self.n).max(0.0);
         if dt == 0.0 && dn == 0.0 {
             return;
         }
-        let g = fade(dt, dn, config);
+        let g = fade(dt, dn / self.click_half_life(config, span), config);
         self.clicks *= g;
         self.conversions *= g;
         self.revenue *= g;
         self.revenue_sq *= g;
-        for (p, tau) in self.pending.iter_mut().zip(taus) {
+        for (p, tau) in self.pending.iter_mut().zip(&span.taus) {
             *p *= g * decay(dt / tau);
         }
         self.t = self.t.max(t);
         self.n = self.count;
     }
 
-    fn click(&mut self, at_ms: i64, config: &BanditConfig, taus: &[f64; SCALES]) {
-        self.advance(at_ms, config, taus);
+    /// Clicks over which this evidence halves: `click_half_life`, or as many as arrive in the
+    /// offer's `memory_ms` if more, so an offer whose conversions take a day is not judged on clicks
+    /// too young to have converted.
+    fn click_half_life(&self, config: &BanditConfig, span: &Span) -> f64 {
+        config
+            .click_half_life
+            .max(self.rate / config.rate_window_ms * span.memory_ms)
+    }
+
+    fn click(&mut self, at_ms: i64, config: &BanditConfig, span: &Span) {
+        self.advance(at_ms, config, span);
         self.clicks += 1.0;
         for p in &mut self.pending {
             *p += 1.0;
@@ -231,10 +248,10 @@ impl Stat {
         delay_ms: f64,
         payout: f64,
         config: &BanditConfig,
-        taus: &[f64; SCALES],
+        span: &Span,
     ) {
-        self.advance(at_ms, config, taus);
-        let w = self.fade_since(delay_ms, config);
+        self.advance(at_ms, config, span);
+        let w = self.fade_since(delay_ms, config, span);
         self.conversions += w;
         self.revenue += w * payout;
         self.revenue_sq += w * payout * payout;
@@ -250,9 +267,13 @@ impl Stat {
 
     /// How much a click made `delay_ms` ago has faded since: the weight its conversion gets, or
     /// slow conversions would count more than the clicks they came from.
-    fn fade_since(&self, delay_ms: f64, config: &BanditConfig) -> f64 {
+    fn fade_since(&self, delay_ms: f64, config: &BanditConfig, span: &Span) -> f64 {
         let clicks_since = (self.rate / config.rate_window_ms * delay_ms).min(self.count);
-        fade(delay_ms, clicks_since, config)
+        fade(
+            delay_ms,
+            clicks_since / self.click_half_life(config, span),
+            config,
+        )
     }
 
     /// (exposure, conversions, revenue) as of `t`, without changing the stored state.
@@ -261,10 +282,10 @@ impl Stat {
         &self,
         t: i64,
         config: &BanditConfig,
-        taus: &[f64; SCALES],
+        span: &Span,
         delay_weights: &[f64; SCALES],
     ) -> (f64, f64, f64) {
-        let (e, k, r, _) = self.read_all(t, config, taus, delay_weights);
+        let (e, k, r, _) = self.read_all(t, config, span, delay_weights);
         (e, k, r)
     }
 
@@ -273,11 +294,11 @@ impl Stat {
         &self,
         t: i64,
         config: &BanditConfig,
-        taus: &[f64; SCALES],
+        span: &Span,
         delay_weights: &[f64; SCALES],
     ) -> (f64, f64, f64, f64) {
         let mut copy = self.clone();
-        copy.advance(t, config, taus);
+        copy.advance(t, config, span);
         let pending: f64 = delay_weights
             .iter()
             .zip(&copy.pending)
@@ -295,9 +316,21 @@ impl Stat {
 /// Largest weight one observed delay gets for the delays not seen yet.
 const MAX_DELAY_WEIGHT: f64 = 10.0;
 
-fn fade(dt: f64, dn: f64, config: &BanditConfig) -> f64 {
-    decay((dt / config.time_half_life_ms + dn / config.click_half_life) * std::f64::consts::LN_2)
+/// `halvings` counts the click half-lives gone by.
+fn fade(dt: f64, halvings: f64, config: &BanditConfig) -> f64 {
+    decay((dt / config.time_half_life_ms + halvings) * std::f64::consts::LN_2)
 }
+
+/// What fading needs to know of an offer: its delay model's time constants and the least time
+/// its evidence must span.
+#[derive(Clone, Copy, Debug)]
+struct Span {
+    taus: [f64; SCALES],
+    memory_ms: f64,
+}
+
+/// An offer's evidence spans at least this many of its mean click → conversion delays.
+const MEMORY_DELAYS: f64 = 2.0;
 
 /// `e^-x` for `x ≥ 0`. Every click advances each of its sums by the milliseconds since the one
 /// before, so `x` is nearly always tiny, where four terms of the series are within 5e-10 of it and
@@ -313,9 +346,10 @@ fn decay(x: f64) -> f64 {
 #[derive(Clone, Debug)]
 struct KeyState {
     parent: u64,
-    /// The marginal key of the dimension this level adds (device at level 2, OS at 3, carrier
-    /// at 4), whose lift over the whole campaign sharpens the parent's estimate into a prior.
-    marginal: Option<u64>,
+    /// The main-effects model's group for the dimension this level adds: the country's own key
+    /// at level 1, the device, OS or carrier marginal key (shared by all countries) at 2, 3 and
+    /// 4; the root's own key at 0.
+    group: u64,
     /// Own evidence since the last recomputation.
     dirty: bool,
     /// Indexed by the campaign's offer index.
@@ -329,6 +363,8 @@ struct CampaignEvidence {
     /// Per offer: its own delay model; the global one is its prior, so an offer with few
     /// conversions borrows the shape every offer shows and one with many gets its own.
     delays: Vec<DelayModel>,
+    /// Per offer: its delay model's time constants and the least time its evidence spans.
+    spans: Vec<Span>,
     /// Per offer: time of its first click, to correct delays for the ones not seen yet.
     first_click_ms: Vec<i64>,
     /// Per offer, campaign-wide, with the change detector's long memory.
@@ -344,10 +380,21 @@ struct CampaignEvidence {
     /// What each key handed down to its children at the previous recomputation.
     prior_cache: Map<u64, Vec<Prior>>,
     cache_arms: Vec<ArmSpec>,
+    /// Per group key (a country's level-1 key, a device, OS or carrier marginal key), per
+    /// offer: the group's factor in the main-effects model, kept to start the next fit from.
+    factors: Map<u64, Vec<f64>>,
+    /// Per offer: the main-effects model's base conversion rate.
+    model_base: Vec<f64>,
+    /// Per key, per arm: the model's conversion rate for the key's traffic and for the offer's
+    /// own exposure there (the two differ at coarse keys, whose mix of finer segments differs).
+    model: Map<u64, Vec<(f64, f64, f64)>>,
+    /// Per level: the strength of the parent's estimate as a prior, in conversions, from how far
+    /// the level's keys stray from their parents.
+    strength: [f64; LEVELS],
 }
 
 impl CampaignEvidence {
-    fn offer(&mut self, offer: &str, config: &BanditConfig) -> usize {
+    fn offer(&mut self, offer: &str, config: &BanditConfig, global: &DelayModel) -> usize {
         if let Some(&i) = self.offer_index.get(offer) {
             return i;
         }
@@ -363,29 +410,39 @@ impl CampaignEvidence {
         ));
         self.offer_index
             .insert(offer.to_string(), self.offers.len() - 1);
-        self.offers.len() - 1
+        let o = self.offers.len() - 1;
+        self.spans.push(Span {
+            taus: *global.taus(),
+            memory_ms: 0.0,
+        });
+        self.refresh_span(o, global, config.delay_prior_count);
+        o
     }
 
-    /// The key states of `segment`'s levels and marginals, created as needed.
-    fn touch(&mut self, segment: &Segment, offer: usize, at_ms: i64) -> [u64; LEVELS + MARGINALS] {
+    /// Sets offer `o`'s least memory from its delay model as it stands.
+    fn refresh_span(&mut self, o: usize, global: &DelayModel, prior_count: f64) {
+        let weights = self.delay_weights(o, global, prior_count);
+        let mean: f64 = weights.iter().zip(global.taus()).map(|(w, t)| w * t).sum();
+        self.spans[o] = Span {
+            taus: *global.taus(),
+            memory_ms: MEMORY_DELAYS * mean,
+        };
+    }
+
+    /// The key states of `segment`'s levels, created as needed.
+    fn touch(&mut self, segment: &Segment, offer: usize, at_ms: i64) -> [u64; LEVELS] {
         let keys = segment.keys();
         let marginals = segment.marginal_keys();
-        let mut all = [0u64; LEVELS + MARGINALS];
-        for (slot, level) in all.iter_mut().zip(0..LEVELS + MARGINALS) {
-            let (key, parent, marginal) = if level < LEVELS {
-                let marginal = (level >= 2).then(|| marginals[level - 2]);
-                (keys[level], keys[level.saturating_sub(1)], marginal)
-            } else {
-                (marginals[level - LEVELS], keys[0], None)
-            };
-            *slot = key;
+        for (level, &key) in keys.iter().enumerate() {
             let state = self.keys.entry(key).or_insert_with(|| {
-                if level < LEVELS {
-                    self.by_level[level].push(key);
-                }
+                self.by_level[level].push(key);
                 KeyState {
-                    parent,
-                    marginal,
+                    parent: keys[level.saturating_sub(1)],
+                    group: if level >= 2 {
+                        marginals[level - 2]
+                    } else {
+                        key
+                    },
                     dirty: true,
                     stats: Vec::new(),
                 }
@@ -394,7 +451,7 @@ impl CampaignEvidence {
                 state.stats.push(Stat::new(at_ms));
             }
         }
-        all
+        keys
     }
 
     /// Delay mixing weights of offer `o`: its own observations plus the global model's shape
@@ -466,15 +523,15 @@ impl Evidence {
     /// A residual click sent to `offer`.
     pub fn record_click(&mut self, campaign: &str, offer: &str, segment: &Segment, at_ms: i64) {
         let config = &self.config;
-        let taus = *self.delays.taus();
         let c = self.campaigns.entry(campaign.to_string()).or_default();
-        let o = c.offer(offer, config);
+        let o = c.offer(offer, config, &self.delays);
+        let span = c.spans[o];
         c.first_click_ms[o] = c.first_click_ms[o].min(at_ms);
-        c.recent[o].click(at_ms, &self.recent_config, &taus);
-        c.whole[o].click(at_ms, &self.whole_config, &taus);
+        c.recent[o].click(at_ms, &self.recent_config, &span);
+        c.whole[o].click(at_ms, &self.whole_config, &span);
         for key in c.touch(segment, o, at_ms) {
             let state = c.keys.get_mut(&key).expect("touched");
-            state.stats[o].click(at_ms, config, &taus);
+            state.stats[o].click(at_ms, config, &span);
             state.dirty = true;
         }
     }
@@ -491,9 +548,8 @@ impl Evidence {
     ) {
         let delay = (at_ms - click_at_ms).max(0) as f64;
         let config = &self.config;
-        let taus = *self.delays.taus();
         let c = self.campaigns.entry(campaign.to_string()).or_default();
-        let o = c.offer(offer, config);
+        let o = c.offer(offer, config, &self.delays);
         // Only clicks at least `delay` old could show a delay that long: with the offer's
         // traffic spread over `span`, that is a fraction (span − delay) / span of them, so the
         // observation is weighted by the inverse, or early on the model would learn that
@@ -502,11 +558,13 @@ impl Evidence {
         let weight = (span / (span - delay).max(span / MAX_DELAY_WEIGHT)).min(MAX_DELAY_WEIGHT);
         c.delays[o].observe_weighted(delay, weight);
         self.delays.observe_weighted(delay, weight);
-        c.whole[o].convert(at_ms, delay, payout, &self.whole_config, &taus);
-        c.recent[o].convert(at_ms, delay, payout, &self.recent_config, &taus);
+        c.refresh_span(o, &self.delays, config.delay_prior_count);
+        let span = c.spans[o];
+        c.whole[o].convert(at_ms, delay, payout, &self.whole_config, &span);
+        c.recent[o].convert(at_ms, delay, payout, &self.recent_config, &span);
         for key in c.touch(segment, o, at_ms) {
             let state = c.keys.get_mut(&key).expect("touched");
-            state.stats[o].convert(at_ms, delay, payout, config, &taus);
+            state.stats[o].convert(at_ms, delay, payout, config, &span);
             state.dirty = true;
         }
     }
@@ -554,29 +612,29 @@ impl Evidence {
     ) {
         let delay = (at_ms - click_at_ms).max(0) as f64;
         let config = &self.config;
-        let taus = *self.delays.taus();
         let Some(c) = self.campaigns.get_mut(campaign) else {
             return;
         };
         let Some(&o) = c.offer_index.get(offer) else {
             return;
         };
+        let span = c.spans[o];
         let recent = &mut c.recent[o];
-        recent.advance(at_ms, &self.recent_config, &taus);
+        recent.advance(at_ms, &self.recent_config, &span);
         recent.remove(
-            recent.fade_since(delay, &self.recent_config),
+            recent.fade_since(delay, &self.recent_config, &span),
             conversions,
             revenue,
         );
-        for key in segment.keys().into_iter().chain(segment.marginal_keys()) {
+        for key in segment.keys() {
             let Some(stat) = c.keys.get_mut(&key).and_then(|s| {
                 s.dirty = true;
                 s.stats.get_mut(o)
             }) else {
                 continue;
             };
-            stat.advance(at_ms, config, &taus);
-            stat.remove(stat.fade_since(delay, config), conversions, revenue);
+            stat.advance(at_ms, config, &span);
+            stat.remove(stat.fade_since(delay, config, &span), conversions, revenue);
         }
     }
 
@@ -600,7 +658,7 @@ impl Evidence {
         };
         let weights = c.delay_weights(o, &self.delays, self.config.delay_prior_count);
         state.stats.get(o).map_or((0.0, 0.0, 0.0), |s| {
-            s.read(now_ms, &self.config, self.delays.taus(), &weights)
+            s.read(now_ms, &self.config, &c.spans[o], &weights)
         })
     }
 
@@ -675,7 +733,6 @@ fn detect_changes(
     whole_config: &BanditConfig,
     delays: &DelayModel,
 ) -> (u64, Vec<(f64, f64)>) {
-    let taus = *delays.taus();
     let mut changed = 0;
     let mut recent_paid = vec![(0.0, 0.0); spec.arms.len()];
     // Only offers that get traffic: a paused or capped one's recent memory only empties.
@@ -683,9 +740,12 @@ fn detect_changes(
         let Some(&o) = c.offer_index.get(&arm.offer) else {
             continue;
         };
+        // The global delay model moves with every offer's conversions.
+        c.refresh_span(o, delays, config.delay_prior_count);
+        let span = c.spans[o];
         let weights = c.delay_weights(o, delays, config.delay_prior_count);
-        let (el, kl, rl, sql) = c.whole[o].read_all(now_ms, whole_config, &taus, &weights);
-        let (es, ks, rs, _) = c.recent[o].read_all(now_ms, recent_config, &taus, &weights);
+        let (el, kl, rl, sql) = c.whole[o].read_all(now_ms, whole_config, &span, &weights);
+        let (es, ks, rs, _) = c.recent[o].read_all(now_ms, recent_config, &span, &weights);
         *paid = (ks, rs);
         if kl < CHANGE_MIN_CONVERSIONS || el <= 0.0 {
             continue;
@@ -709,16 +769,16 @@ fn detect_changes(
         if z_rate.abs() > config.change_z || z_payout.abs() > config.change_z {
             for state in c.keys.values_mut() {
                 if let Some(stat) = state.stats.get_mut(o) {
-                    stat.advance(now_ms, config, &taus);
+                    stat.advance(now_ms, config, &span);
                     stat.scale(config.change_keep);
                     state.dirty = true;
                 }
             }
             // Both memories restart, so the old state in the recent one cannot set the detector
             // off again against a long memory that has already moved on.
-            c.whole[o].advance(now_ms, whole_config, &taus);
+            c.whole[o].advance(now_ms, whole_config, &span);
             c.whole[o].scale(config.change_keep);
-            c.recent[o].advance(now_ms, recent_config, &taus);
+            c.recent[o].advance(now_ms, recent_config, &span);
             c.recent[o].scale(config.change_keep);
             *paid = (ks * config.change_keep, rs * config.change_keep);
             changed += 1;
@@ -738,6 +798,8 @@ const RECENT_MEMORY: f64 = 0.25;
 struct Prior {
     cr: f64,
     payout: f64,
+    /// Conversions the estimate is worth (its posterior's shape).
+    shape: f64,
 }
 
 fn campaign_tables(
@@ -762,11 +824,21 @@ fn campaign_tables(
             None => delays.weights(),
         })
         .collect();
+    let spans: Vec<Span> = arm_offer
+        .iter()
+        .map(|o| match o {
+            Some(o) => c.spans[*o],
+            None => Span {
+                taus: *delays.taus(),
+                memory_ms: 0.0,
+            },
+        })
+        .collect();
     let read = |state: &KeyState, arm: usize| -> (f64, f64, f64) {
         arm_offer[arm]
             .and_then(|o| state.stats.get(o))
             .map_or((0.0, 0.0, 0.0), |s| {
-                s.read(now_ms, config, delays.taus(), &weights[arm])
+                s.read(now_ms, config, &spans[arm], &weights[arm])
             })
     };
     let a = config.prior_conversions;
@@ -805,33 +877,20 @@ fn campaign_tables(
                     cr
                 },
                 payout: (r + p * arm.payout) / (k + p),
+                shape: f64::INFINITY,
             })
             .collect()
     };
 
+    if full || c.model.is_empty() {
+        c.model = fit_model(c, &arm_offer, &read, &root_prior, config);
+    }
     let mut out: Map<u64, Arc<SegmentTable>> = Map::default();
-    let mut lifts: Map<u64, Vec<f64>> = Map::default();
     for level in 0..LEVELS {
-        if level == 2 {
-            // Each marginal's conversion rate relative to the whole campaign's, per offer, shrunk
-            // towards 1 by `prior_conversions`.
-            if let Some(overall) = c.by_level[0].first().and_then(|root| priors.get(root)) {
-                for (&key, state) in &c.keys {
-                    if c.keys[&state.parent].parent != state.parent || state.marginal.is_some() {
-                        continue;
-                    }
-                    let lift = overall
-                        .iter()
-                        .enumerate()
-                        .map(|(arm, o)| {
-                            let (e, k, _) = read(state, arm);
-                            (k + a) / (e * o.cr + a)
-                        })
-                        .collect();
-                    lifts.insert(key, lift);
-                }
-            }
+        if level > 0 && (full || c.strength[level] == 0.0) {
+            c.strength[level] = level_strength(c, level, &priors, &read, a);
         }
+        let strength = if level == 0 { a } else { c.strength[level] };
         for &key in &c.by_level[level] {
             let state = &c.keys[&key];
             if !full && !state.dirty {
@@ -844,25 +903,25 @@ fn campaign_tables(
                     continue;
                 }
             }
-            let lifted: Vec<Prior>;
+            // A key the model has not seen yet (new since the last fit) takes its parent's
+            // expectations: the next full pass gives it its own.
+            if !c.model.contains_key(&key) {
+                let inherited = if level == 0 {
+                    root_prior.iter().map(|p| (p.cr, p.cr, 1.0 / a)).collect()
+                } else {
+                    c.model[&state.parent]
+                        .iter()
+                        .map(|&(t, e, _)| (t, e, 1.0 / a))
+                        .collect()
+                };
+                c.model.insert(key, inherited);
+            }
+            let model = &c.model[&key];
+            let state = &c.keys[&key];
             let parent: &[Prior] = if level == 0 {
-                &root_prior
+                &[]
             } else {
-                let parent = &priors[&state.parent];
-                match state.marginal.and_then(|m| lifts.get(&m)) {
-                    Some(lift) => {
-                        lifted = parent
-                            .iter()
-                            .zip(lift)
-                            .map(|(p, l)| Prior {
-                                cr: p.cr * l,
-                                payout: p.payout,
-                            })
-                            .collect();
-                        &lifted
-                    }
-                    None => parent,
-                }
+                &priors[&state.parent]
             };
             let mut own = Vec::with_capacity(spec.arms.len());
             let mut posteriors = Vec::with_capacity(spec.arms.len());
@@ -870,17 +929,36 @@ fn campaign_tables(
             // at the parent's rates): below one it cannot tell the offers apart better than its
             // parent, whose table then serves it.
             let mut worth = 0.0;
-            for (arm, prior) in parent.iter().enumerate() {
+            for arm in 0..spec.arms.len() {
+                // `cr` of a level's prior is the key's conversion rate relative to the model's
+                // expectation (1 = as the main effects predict).
+                let (theta_parent, payout_parent, parent_shape) = match parent.get(arm) {
+                    Some(p) => (p.cr, p.payout, p.shape),
+                    None => (1.0, root_prior[arm].payout, f64::INFINITY),
+                };
+                let (traffic_rate, exposure_rate, model_variance) = model[arm];
                 let (e, k, r) = read(state, arm);
-                worth += k.max(e * prior.cr);
-                let shape = k + a;
-                let rate = e + a / prior.cr;
-                let payout = (r + p * prior.payout) / (k + p);
+                let expected = e * exposure_rate;
+                worth += k.max(expected * theta_parent);
+                // The parent's rate is worth as many conversions as keys of this level stray
+                // from their parents, less what the model is unsure of itself, and never more
+                // than the parent knows beyond this key's own evidence (a key that is its
+                // parent's only child must not count its conversions twice).
+                let prior =
+                    (1.0 / (1.0 / strength + model_variance)).min((parent_shape - k).max(a));
+                let shape = k + prior;
+                let rate = expected + prior / theta_parent;
+                let payout = (r + p * payout_parent) / (k + p);
                 own.push(Prior {
                     cr: shape / rate,
                     payout,
+                    shape,
                 });
-                posteriors.push(LogNormal::of_gamma(shape, rate, payout));
+                posteriors.push(LogNormal::of_gamma(
+                    shape,
+                    rate / traffic_rate.max(1e-12),
+                    payout,
+                ));
             }
             priors.insert(key, own);
             if level > 0 && worth < config.min_table_conversions {
@@ -912,6 +990,274 @@ fn campaign_tables(
     c.prior_cache = priors;
     c.cache_arms = spec.arms.clone();
     out
+}
+
+/// One finest key as the main-effects fit sees it.
+struct Cell {
+    /// Its keys at every level, coarsest first.
+    chain: [u64; LEVELS],
+    /// Its group (index into the fit's groups) per dimension: country, device, OS, carrier.
+    groups: [usize; MODEL_DIMS],
+    /// Its clicks, all offers together: its share of its coarser keys' traffic.
+    traffic: f64,
+    /// Per arm: (exposure, conversions).
+    evidence: Vec<(f64, f64)>,
+}
+
+/// Dimensions of the main-effects model.
+const MODEL_DIMS: usize = 4;
+
+/// Sweeps of the main-effects fit per full recomputation; it starts from the last fit's factors,
+/// so a few follow the evidence as it grows.
+const MODEL_SWEEPS: usize = 3;
+/// ... and for an offer's first fit, which starts from nothing.
+const MODEL_SWEEPS_COLD: usize = 30;
+
+/// Fits, per arm, a main-effects model of the conversion rate over the finest keys:
+/// `base × country × device × OS × carrier`, each factor a Gamma-Poisson estimate shrunk
+/// towards 1 by `prior_conversions`, by backfitting. Returns per key (every level) and arm the
+/// model's rate for the key's traffic and for the arm's own exposure in it.
+///
+/// Why: the hierarchy alone lends a sparse segment only its parents' rates, so a segment whose
+/// device or carrier differs from its country's usual mix inherits the mix. The truth of real
+/// offers is mostly multiplicative (a GEO factor, a device factor, …), which every segment sharing
+/// a value can teach at once; the hierarchy then learns only how far each key strays from it.
+fn fit_model(
+    c: &mut CampaignEvidence,
+    arm_offer: &[Option<usize>],
+    read: &impl Fn(&KeyState, usize) -> (f64, f64, f64),
+    root_prior: &[Prior],
+    config: &BanditConfig,
+) -> Map<u64, Vec<(f64, f64, f64)>> {
+    let a = config.prior_conversions;
+    let arms = arm_offer.len();
+    let mut group_index: Map<u64, usize> = Map::default();
+    let mut group_keys: Vec<u64> = Vec::new();
+    let mut cells: Vec<Cell> = Vec::new();
+    for &key in &c.by_level[LEVELS - 1] {
+        let mut chain = [0u64; LEVELS];
+        chain[LEVELS - 1] = key;
+        for level in (0..LEVELS - 1).rev() {
+            chain[level] = c.keys[&chain[level + 1]].parent;
+        }
+        let mut groups = [0usize; MODEL_DIMS];
+        for (dim, slot) in groups.iter_mut().enumerate() {
+            let group = c.keys[&chain[dim + 1]].group;
+            *slot = *group_index.entry(group).or_insert_with(|| {
+                group_keys.push(group);
+                group_keys.len() - 1
+            });
+        }
+        let state = &c.keys[&key];
+        let traffic = state.stats.iter().map(|s| s.count).sum::<f64>();
+        let evidence = (0..arms)
+            .map(|arm| {
+                let (e, k, _) = read(state, arm);
+                (e, k)
+            })
+            .collect();
+        cells.push(Cell {
+            chain,
+            groups,
+            traffic,
+            evidence,
+        });
+    }
+    while c.model_base.len() < c.offers.len() {
+        c.model_base.push(0.0);
+    }
+    let mut rates = vec![vec![0.0; arms]; cells.len()];
+    // Conversions behind each group's factor and behind the base, per arm: how sure the model is.
+    let mut support = vec![vec![0.0; arms]; group_keys.len()];
+    let mut support_all = vec![0.0; arms];
+    for Cell {
+        groups,
+        evidence: ev,
+        ..
+    } in &cells
+    {
+        for arm in 0..arms {
+            support_all[arm] += ev[arm].1;
+            for &g in groups {
+                support[g][arm] += ev[arm].1;
+            }
+        }
+    }
+    let mut factor = vec![1.0; group_keys.len()];
+    let mut seen = vec![0.0; group_keys.len()];
+    let mut expected = vec![0.0; group_keys.len()];
+    for arm in 0..arms {
+        let root_cr = root_prior[arm].cr;
+        let Some(o) = arm_offer[arm] else {
+            for rate in &mut rates {
+                rate[arm] = root_cr;
+            }
+            continue;
+        };
+        for (f, key) in factor.iter_mut().zip(&group_keys) {
+            *f = c
+                .factors
+                .get(key)
+                .and_then(|v| v.get(o))
+                .copied()
+                .unwrap_or(1.0);
+        }
+        let product = |groups: &[usize; MODEL_DIMS], factor: &[f64]| -> f64 {
+            groups.iter().map(|&g| factor[g]).product()
+        };
+        let (mut base, sweeps) = if c.model_base[o] > 0.0 {
+            (c.model_base[o], MODEL_SWEEPS)
+        } else {
+            (root_cr, MODEL_SWEEPS_COLD)
+        };
+        for _ in 0..sweeps {
+            let (mut k_all, mut e_all) = (0.0, 0.0);
+            for Cell {
+                groups,
+                evidence: ev,
+                ..
+            } in &cells
+            {
+                k_all += ev[arm].1;
+                e_all += ev[arm].0 * product(groups, &factor);
+            }
+            base = (k_all + a) / (e_all + a / root_cr);
+            for dim in 0..MODEL_DIMS {
+                seen.iter_mut().for_each(|x| *x = 0.0);
+                expected.iter_mut().for_each(|x| *x = 0.0);
+                for Cell {
+                    groups,
+                    evidence: ev,
+                    ..
+                } in &cells
+                {
+                    let g = groups[dim];
+                    seen[g] += ev[arm].1;
+                    expected[g] += ev[arm].0 * base * product(groups, &factor) / factor[g];
+                }
+                for (groups_of_dim, f) in factor.iter_mut().enumerate() {
+                    // Only the groups of this dimension took sums in this pass.
+                    if expected[groups_of_dim] > 0.0 || seen[groups_of_dim] > 0.0 {
+                        *f = (seen[groups_of_dim] + a) / (expected[groups_of_dim] + a);
+                    }
+                }
+            }
+        }
+        c.model_base[o] = base;
+        for (key, f) in group_keys.iter().zip(&factor) {
+            let slot = c.factors.entry(*key).or_default();
+            if slot.len() <= o {
+                slot.resize(o + 1, 1.0);
+            }
+            slot[o] = *f;
+        }
+        for (Cell { groups, .. }, rate) in cells.iter().zip(&mut rates) {
+            rate[arm] = base * product(groups, &factor);
+        }
+    }
+    // Coarser keys: averages of their finest keys, by traffic and by the arm's exposure.
+    let mut sums: Map<u64, (usize, Vec<[f64; 4]>)> = Map::default();
+    for (cell, rate) in cells.iter().zip(&rates) {
+        let Cell {
+            chain,
+            groups,
+            traffic,
+            evidence: ev,
+        } = cell;
+        for (level, key) in chain.iter().enumerate() {
+            let slot = sums
+                .entry(*key)
+                .or_insert_with(|| (level, vec![[0.0; 4]; arms]));
+            // The group whose factor this level adds (none at the root).
+            slot.0 = if level == 0 {
+                usize::MAX
+            } else {
+                groups[level - 1]
+            };
+            for arm in 0..arms {
+                let s = &mut slot.1[arm];
+                s[0] += traffic * rate[arm];
+                s[1] += traffic;
+                s[2] += ev[arm].0 * rate[arm];
+                s[3] += ev[arm].0;
+            }
+        }
+    }
+    sums.into_iter()
+        .map(|(key, (group, slot))| {
+            let rates = slot
+                .iter()
+                .enumerate()
+                .map(|(arm, s)| {
+                    let traffic = if s[1] > 0.0 {
+                        s[0] / s[1]
+                    } else {
+                        root_prior[arm].cr
+                    };
+                    let exposure = if s[3] > 0.0 { s[2] / s[3] } else { traffic };
+                    let behind = if group == usize::MAX {
+                        support_all[arm]
+                    } else {
+                        support[group][arm]
+                    };
+                    (traffic, exposure, 1.0 / (behind + a))
+                })
+                .collect();
+            (key, rates)
+        })
+        .collect()
+}
+
+/// Largest strength a level's prior gets, in conversions: the residual heterogeneity estimate is
+/// noisy, and a prior this strong already makes a key follow its parent for hundreds of its own
+/// conversions.
+const MAX_STRENGTH: f64 = 50.0;
+
+/// The strength of the parent's estimate as a prior at `level`, in conversions: `1 / v`, where
+/// `v` is the squared relative spread of keys around their parents beyond Poisson noise,
+/// estimated by moments, `E[(k − m)² − m] = v · m²`, over every key and arm, with `m` the
+/// conversions the key would have at its parent's rate (the parent's evidence without the key's
+/// own, so a key that is its parent's only child does not look like it agrees with it).
+fn level_strength(
+    c: &CampaignEvidence,
+    level: usize,
+    priors: &Map<u64, Vec<Prior>>,
+    read: &impl Fn(&KeyState, usize) -> (f64, f64, f64),
+    a: f64,
+) -> f64 {
+    let (mut excess, mut scale) = (0.0, 0.0);
+    for key in &c.by_level[level] {
+        let state = &c.keys[key];
+        let (Some(model), Some(parent_model), Some(parent_prior)) = (
+            c.model.get(key),
+            c.model.get(&state.parent),
+            priors.get(&state.parent),
+        ) else {
+            continue;
+        };
+        let parent = &c.keys[&state.parent];
+        for (arm, prior) in parent_prior.iter().enumerate() {
+            let (e, k, _) = read(state, arm);
+            if e <= 0.0 {
+                continue;
+            }
+            let (pe, pk, _) = read(parent, arm);
+            let expected_parent = (pe * parent_model[arm].1 - e * model[arm].1).max(0.0);
+            let theta = ((pk - k).max(0.0) + a) / (expected_parent + a / prior.cr);
+            let m = e * model[arm].1 * theta;
+            excess += (k - m) * (k - m) - m;
+            scale += m * m;
+        }
+    }
+    if scale <= 0.0 {
+        return a;
+    }
+    let v = (excess / scale).max(0.0);
+    if v > 0.0 {
+        (1.0 / v).clamp(a, MAX_STRENGTH)
+    } else {
+        MAX_STRENGTH
+    }
 }
 
 #[cfg(test)]

@@ -45,8 +45,8 @@ pub const MARGINALS: usize = 3;
 
 impl Segment {
     /// Keys of the device, the OS and the carrier alone. An offer that converts better on iOS
-    /// tends to do so in every country; these keys learn that from all countries at once and
-    /// lend it to the hierarchy's finer levels.
+    /// tends to do so in every country; these keys name the bandit's per-offer device, OS and
+    /// carrier factors, learnt from all countries at once.
     pub fn marginal_keys(&self) -> [u64; MARGINALS] {
         let one = |tag: u8, value: Option<&str>| {
             let mut hash = Fnv::new();
