@@ -1226,6 +1226,8 @@ fn level_strength(
     a: f64,
 ) -> f64 {
     let (mut excess, mut scale) = (0.0, 0.0);
+    // A parent's sums, read once for all its children.
+    let mut parents: Map<u64, Vec<(f64, f64)>> = Map::default();
     for key in &c.by_level[level] {
         let state = &c.keys[key];
         let (Some(model), Some(parent_model), Some(parent_prior)) = (
@@ -1235,13 +1237,21 @@ fn level_strength(
         ) else {
             continue;
         };
-        let parent = &c.keys[&state.parent];
+        let parent = parents.entry(state.parent).or_insert_with(|| {
+            let parent = &c.keys[&state.parent];
+            (0..parent_prior.len())
+                .map(|arm| {
+                    let (e, k, _) = read(parent, arm);
+                    (e, k)
+                })
+                .collect()
+        });
         for (arm, prior) in parent_prior.iter().enumerate() {
             let (e, k, _) = read(state, arm);
             if e <= 0.0 {
                 continue;
             }
-            let (pe, pk, _) = read(parent, arm);
+            let (pe, pk) = parent[arm];
             let expected_parent = (pe * parent_model[arm].1 - e * model[arm].1).max(0.0);
             let theta = ((pk - k).max(0.0) + a) / (expected_parent + a / prior.cr);
             let m = e * model[arm].1 * theta;
