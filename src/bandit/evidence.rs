@@ -1111,17 +1111,11 @@ fn fit_model(
             (root_cr, MODEL_SWEEPS_COLD)
         };
         for _ in 0..sweeps {
-            let (mut k_all, mut e_all) = (0.0, 0.0);
-            for Cell {
-                groups,
-                evidence: ev,
-                ..
-            } in &cells
-            {
-                k_all += ev[arm].1;
-                e_all += ev[arm].0 * product(groups, &factor);
-            }
-            base = (k_all + a) / (e_all + a / root_cr);
+            let e_all: f64 = cells
+                .iter()
+                .map(|cell| cell.evidence[arm].0 * product(&cell.groups, &factor))
+                .sum();
+            base = (support_all[arm] + a) / (e_all + a / root_cr);
             for dim in 0..MODEL_DIMS {
                 seen.iter_mut().for_each(|x| *x = 0.0);
                 expected.iter_mut().for_each(|x| *x = 0.0);
@@ -1165,15 +1159,15 @@ fn fit_model(
             evidence: ev,
         } = cell;
         for (level, key) in chain.iter().enumerate() {
-            let slot = sums
-                .entry(*key)
-                .or_insert_with(|| (level, vec![[0.0; 4]; arms]));
-            // The group whose factor this level adds (none at the root).
-            slot.0 = if level == 0 {
-                usize::MAX
-            } else {
-                groups[level - 1]
-            };
+            // With the group whose factor this level adds (none at the root).
+            let slot = sums.entry(*key).or_insert_with(|| {
+                let group = if level == 0 {
+                    usize::MAX
+                } else {
+                    groups[level - 1]
+                };
+                (group, vec![[0.0; 4]; arms])
+            });
             for arm in 0..arms {
                 let s = &mut slot.1[arm];
                 s[0] += traffic * rate[arm];
