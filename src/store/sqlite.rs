@@ -1181,7 +1181,8 @@ pub fn fill_report_rollups(
     path: &Path,
     facts: impl IntoIterator<Item = ReportFact>,
 ) -> Result<u64, StoreError> {
-    const WRITE_AT: usize = 250_000;
+    // Rollup entries, each up to 20 rows.
+    const WRITE_AT: usize = 12_500;
     let fail = |err: String| {
         StoreError::Unavailable(format!(
             "cannot fill SQLite store {}: {err}",
