@@ -351,8 +351,8 @@ impl Deferred {
         self.since.is_some()
     }
 
-    /// Whether the deferred facts must be written now: their second is up or they fill too many
-    /// rows.
+    /// Whether the deferred facts must be written now: their second is up or they hold too many
+    /// entries.
     pub(super) fn due(&self, now: Instant) -> bool {
         self.deadline().is_some_and(|deadline| now >= deadline) || self.sums.len() >= DEFER_ENTRIES
     }
