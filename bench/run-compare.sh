@@ -56,10 +56,23 @@ bare_rps=$(rate_of "$bare_out")
 full_rps=$(rate_of "$full_out")
 echo "== ratio: $(python3 -c "print(f'{$full_rps / $bare_rps:.3f}')") of the bare 302 ($full_rps / $bare_rps req/s)"
 
+# Time the hypervisor took from each core during the fixed-rate run (the `steal` column of
+# /proc/stat, in clock ticks). On a virtual machine the host's work for this guest's disk writes
+# shows up there, and a core taken away stalls the load generator or the server alike: the
+# latency tail is then partly the host's.
+steal_ticks() { awk '/^cpu[01] / {printf "%s ", $9}' /proc/stat; }
 half=$((full_rps / 2))
 echo "== fixed rate at $half req/s (half of the maximum)"
+steal_before=$(steal_ticks)
 taskset -c 1 target/release/examples/load_fixed_rate --addr 127.0.0.1:18080 --rate "$half" \
   --seconds 20 --connections "$connections" | tee var/bench-fixed-rate.json
+steal_after=$(steal_ticks)
+python3 - "$steal_before" "$steal_after" "$(getconf CLK_TCK)" <<'EOF'
+import sys
+before, after, hz = sys.argv[1].split(), sys.argv[2].split(), int(sys.argv[3])
+print("== steal during the fixed-rate run: " + ", ".join(
+    f"core {core} {(int(a) - int(b)) * 1000 // hz} ms" for core, (b, a) in enumerate(zip(before, after))))
+EOF
 
 answered=$(curl -fsS http://127.0.0.1:18080/metrics | sed -n 's/^smartlink_clicks_total \([0-9]*\)$/\1/p')
 kill -TERM $server
