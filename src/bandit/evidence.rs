@@ -240,6 +240,13 @@ impl Stat {
         }
     }
 
+    /// Values every conversion seen at `factor` times what it paid: what a detected change of
+    /// payout (and of nothing else) does to the old evidence.
+    fn reprice(&mut self, factor: f64) {
+        self.revenue *= factor;
+        self.revenue_sq *= factor * factor;
+    }
+
     /// A conversion at `at_ms` of a click made `delay_ms` earlier, weighted as its click has
     /// faded since.
     fn convert(
@@ -717,9 +724,12 @@ impl Evidence {
 
 /// Looks, per offer, for a change the fading would take long to follow: the campaign-wide
 /// conversion rate or payout per conversion of the recent past (`recent`) against the long
-/// memory of the root key. A shift of more than `change_z` standard errors keeps only
-/// `change_keep` of the offer's old evidence in every key, so a halved payout or a broken landing
-/// page is followed within the few hundred clicks it takes to show, not within the half-lives.
+/// memory of the root key. A shift of the conversion rate by more than `change_z` standard errors
+/// keeps only `change_keep` of the offer's old evidence in every key, so a broken landing page is
+/// followed within the few hundred clicks it takes to show, not within the half-lives. A shift of
+/// the payout alone keeps every conversion and re-prices it at the recent payout: the old clicks
+/// still tell the conversion rate, and cutting them would make a repriced offer look uncertain
+/// (and so worth exploring) when only its price is news.
 /// Returns the number of offers cut, and per arm of `spec` the recent memory's (conversions,
 /// revenue) as left after any cut: the configured payout is only a prior, and what the recent
 /// past paid per conversion replaces it, so a payout the network changed is not pulled back to
@@ -766,7 +776,23 @@ fn detect_changes(
         } else {
             0.0
         };
-        if z_rate.abs() > config.change_z || z_payout.abs() > config.change_z {
+        if z_rate.abs() <= config.change_z && z_payout.abs() > config.change_z {
+            // Only the price moved: the conversions seen are still good evidence of the rate,
+            // so they are kept and re-priced at the recent payout instead of cut. The recent
+            // memory goes on filling with new payouts; whenever it strays again the price
+            // follows it, so the estimate tracks the recent memory within a few standard errors.
+            let factor = (rs / ks) / mean;
+            for state in c.keys.values_mut() {
+                if let Some(stat) = state.stats.get_mut(o) {
+                    stat.advance(now_ms, config, &span);
+                    stat.reprice(factor);
+                    state.dirty = true;
+                }
+            }
+            c.whole[o].advance(now_ms, whole_config, &span);
+            c.whole[o].reprice(factor);
+            changed += 1;
+        } else if z_rate.abs() > config.change_z || z_payout.abs() > config.change_z {
             for state in c.keys.values_mut() {
                 if let Some(stat) = state.stats.get_mut(o) {
                     stat.advance(now_ms, config, &span);

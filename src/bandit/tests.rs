@@ -323,6 +323,32 @@ fn a_halved_payout_is_detected_and_followed_within_a_few_thousand_clicks() {
 }
 
 #[test]
+fn a_payout_change_reprices_the_conversions_seen_instead_of_forgetting_them() {
+    // Only the payout moves, so what the old conversions say of the conversion rate still
+    // holds: the evidence keeps (nearly) all its conversions, now valued near the new payout.
+    let c = sim_campaign("c", &[("a", 1.0), ("b", 1.0)]);
+    let payouts = [3.0, 2.0];
+    let mut e = Evidence::new(slow_fading());
+    let seg = Segment::of(&visitor());
+    let mut now = 0;
+    for second in 0..800 {
+        let payout_a = if second < 500 { 3.0 } else { 1.0 };
+        feed(&mut e, &c, 0, 20, 2, payout_a, now);
+        feed(&mut e, &c, 1, 20, 2, 2.0, now);
+        now += 1_000;
+        if now % 10_000 == 0 {
+            e.recompute(&[spec(&c, &payouts)], now);
+        }
+    }
+    assert!(e.changes_detected() >= 1);
+    let (_, conversions, revenue) = e.totals("c", "a", &seg, now);
+    // 1,600 conversions in all; a cut would have kept a tenth of the 1,000 before the change.
+    assert!(conversions > 1_500.0, "{conversions}");
+    // The recent memory (half-life 2,000 clicks of the offer) is by now 7/8 new payouts.
+    assert!(revenue / conversions < 1.5, "{}", revenue / conversions);
+}
+
+#[test]
 fn a_sparse_segment_gets_the_device_effect_that_other_countries_show_net_of_their_own() {
     // A converts three times as well on iOS as on Android in every country, and half as well in
     // the US as in Germany; B converts at 4 % everywhere. German iOS visitors have barely been
