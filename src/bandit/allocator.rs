@@ -47,7 +47,8 @@ pub struct SegmentTable {
     pub shares: Vec<f64>,
     /// Running sums of `shares`, for sampling by binary search.
     pub cumulative: Vec<f64>,
-    /// `weight × P(best)` per arm, before normalisation: the exploitation part.
+    /// `weight^λ × P(best)` per arm (λ fading from 1 with the campaign's evidence), before
+    /// normalisation: the exploitation part.
     pub exploit: Vec<f64>,
     /// `weight × posterior spread` per arm: how the exploration budget is spread.
     pub explore: Vec<f64>,

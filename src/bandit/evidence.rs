@@ -17,8 +17,9 @@
 //!   (campaign → country → device → OS → carrier) each key's departure from the prediction has
 //!   its parent's as prior, worth as many conversions as the level's keys are alike (learnt from
 //!   how far they stray from their parents), less the model's own uncertainty.
-//! - Allocation: share ∝ weight × P(offer has the best EPC), plus a global exploration budget
-//!   spread by weight × posterior spread.
+//! - Allocation: share ∝ weight^(c/(c+n)) × P(offer has the best EPC), where `n` is the
+//!   conversions the campaign's evidence is worth (the weights are a prior that fades), plus a
+//!   global exploration budget spread by weight × posterior spread.
 
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
@@ -75,6 +76,10 @@ pub struct BanditConfig {
     /// A segment key gets its own allocation table once its evidence is worth this many
     /// conversions; until then its visitors get the next coarser key's.
     pub min_table_conversions: f64,
+    /// Conversions of campaign evidence at which the weights' pull on the allocation has
+    /// halved: shares go as `weight^(c / (c + n)) × P(best)` once the campaign's evidence is
+    /// worth `n` conversions.
+    pub weight_fade_conversions: f64,
     /// Every this many recomputations every segment is recomputed, not only those with news,
     /// so that fading and changes in parent levels reach quiet segments.
     pub full_refresh_every: u32,
@@ -100,6 +105,7 @@ impl Default for BanditConfig {
             change_z: 5.0,
             change_keep: 0.1,
             full_refresh_every: 8,
+            weight_fade_conversions: 10.0,
         }
     }
 }
@@ -912,6 +918,9 @@ fn campaign_tables(
         c.model = fit_model(c, &arm_offer, &read, &root_prior, config);
     }
     let mut out: Map<u64, Arc<SegmentTable>> = Map::default();
+    // What the campaign's evidence is worth in conversions, set at the root: how far the weights
+    // have faded in every key.
+    let mut campaign_worth = 0.0;
     for level in 0..LEVELS {
         if level > 0 && (full || c.strength[level] == 0.0) {
             c.strength[level] = level_strength(c, level, &priors, &read, a);
@@ -987,16 +996,27 @@ fn campaign_tables(
                 ));
             }
             priors.insert(key, own);
+            if level == 0 {
+                campaign_worth = worth;
+            }
             if level > 0 && worth < config.min_table_conversions {
                 continue;
             }
             let table = {
                 let best = prob_best(&posteriors);
+                // The weights are the operator's prior on the offers: in full with no evidence,
+                // fading as the campaign's evidence grows (every key's estimates draw on it
+                // through the model and the hierarchy), so a weight cannot keep traffic on an
+                // offer the evidence shows to earn less. Fading by the key's own evidence
+                // instead left sparse segments weight-bound: on the large scenario that earned
+                // 0.82 of the oracle against 0.85.
+                let fade = config.weight_fade_conversions;
+                let lambda = fade / (fade + campaign_worth);
                 let exploit = spec
                     .arms
                     .iter()
                     .zip(&best)
-                    .map(|(arm, pb)| arm.weight * pb)
+                    .map(|(arm, pb)| arm.weight.powf(lambda) * pb)
                     .collect();
                 let explore = spec
                     .arms

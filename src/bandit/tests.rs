@@ -95,6 +95,19 @@ fn with_no_evidence_shares_are_proportional_to_weights() {
 }
 
 #[test]
+fn once_the_evidence_shows_two_offers_earn_alike_their_weights_no_longer_split_them() {
+    // Weight 3 against 1, and 2,000 clicks each at 5 % and the same payout: with the weights
+    // as a fixed factor b would get a quarter; as a prior that has faded it gets near half.
+    let c = sim_campaign("c", &[("a", 3.0), ("b", 1.0)]);
+    let mut e = Evidence::new(slow_fading());
+    for offer in 0..2 {
+        feed(&mut e, &c, offer, 2_000, 100, 1.0, 0);
+    }
+    let shares = shares_now(&mut e, &c, &[1.0, 1.0], 100_000_000);
+    assert!(shares[1] > 0.4 && shares[1] < 0.6, "{shares:?}");
+}
+
+#[test]
 fn with_no_evidence_a_higher_configured_payout_does_not_move_the_split() {
     let c = sim_campaign("c", &[("a", 2.0), ("b", 1.0)]);
     let mut e = Evidence::new(BanditConfig::default());
@@ -136,8 +149,8 @@ fn a_higher_weight_needs_more_contrary_evidence() {
     // B earns 30 % more per click than A; how many clicks each until B gets most traffic?
     let clicks_to_win = |weight_a: f64| {
         let c = sim_campaign("c", &[("a", weight_a), ("b", 1.0)]);
-        (1..=40)
-            .map(|k| k * 250)
+        (1..=100)
+            .map(|k| k * 100)
             .find(|&n| {
                 let mut e = Evidence::new(slow_fading());
                 feed(&mut e, &c, 0, n, n / 50, 5.0, 0);

@@ -225,6 +225,9 @@ impl World {
         if let Some(v) = t.click_half_life {
             c.click_half_life = v;
         }
+        if let Some(v) = t.weight_fade_conversions {
+            c.weight_fade_conversions = v;
+        }
         if let Some(v) = t.exploration {
             c.exploration = v;
         }
