@@ -1,10 +1,17 @@
 //! The click → conversion delay model, so that a click too young to have converted counts only
 //! as the fraction of a trial it has had time to be.
 //!
-//! The delay distribution is a mixture of exponentials with fixed, log-spaced time constants
-//! (seconds to a month) whose mixing weights are learned from observed delays. That form makes
-//! the expected exposure of any set of clicks, `Σ F(age)`, maintainable in O(1) per click: one
-//! exponentially fading sum per time constant (see `evidence`), instead of a list of clicks.
+//! The delay distribution is a mixture of Erlang-2 (Gamma, shape 2) components with fixed,
+//! log-spaced time constants τ (seconds to a month; a component's mean delay is 2τ) whose mixing
+//! weights are learned from observed delays. That form makes the expected exposure of any set of
+//! clicks, `Σ F(age)`, maintainable in O(1) per click: per time constant, two fading sums,
+//! `Σ e^(−age/τ)` and `Σ (age/τ) e^(−age/τ)` (see `evidence`), instead of a list of clicks.
+//!
+//! Why not plain exponentials (one sum each): their density is highest at zero delay, so a
+//! mixture of them expects a click a few seconds old to have converted in part even when no
+//! conversion ever comes that fast. Young clicks then count as failures, and an offer that is
+//! new, or whose rate has just risen, looks worse than it is for its first delay span. An
+//! Erlang-2 component starts at zero density, as real click → conversion delays do.
 
 /// Number of time constants in the mixture.
 pub const SCALES: usize = 16;
@@ -60,9 +67,9 @@ impl DelayModel {
         self.counts[nearest] += weight;
     }
 
-    /// The time constant nearest to `delay_ms` on a log scale.
+    /// The component whose mean delay (2τ) is nearest to `delay_ms` on a log scale.
     pub fn nearest(&self, delay_ms: f64) -> usize {
-        let d = delay_ms.max(1.0).ln();
+        let d = (delay_ms / 2.0).max(1.0).ln();
         (0..SCALES)
             .min_by(|&a, &b| {
                 let da = (self.taus[a].ln() - d).abs();
@@ -104,7 +111,10 @@ impl DelayModel {
         let pending: f64 = w
             .iter()
             .zip(&self.taus)
-            .map(|(w, tau)| w * (-age_ms.max(0.0) / tau).exp())
+            .map(|(w, tau)| {
+                let x = age_ms.max(0.0) / tau;
+                w * (1.0 + x) * (-x).exp()
+            })
             .sum();
         1.0 - pending
     }
@@ -120,6 +130,19 @@ mod tests {
         assert!(model.cdf(0.0).abs() < 1e-12);
         assert!(model.cdf(60_000.0) < model.cdf(3_600_000.0));
         assert!(model.cdf(365.0 * 86_400_000.0) > 0.95);
+    }
+
+    #[test]
+    fn a_click_younger_than_any_delay_seen_has_had_almost_no_chance_to_convert() {
+        // Conversions a minute after the click: a 5-second-old click is hardly a trial yet (an
+        // exponential component with a one-minute mean would call it 9 % of one), and a
+        // 2-minute-old one nearly a whole trial.
+        let mut model = DelayModel::new(1_000.0, 30.0 * 86_400_000.0, 2.0, 1_000.0);
+        for _ in 0..200 {
+            model.observe(60_000.0);
+        }
+        assert!(model.cdf(5_000.0) < 0.05, "{}", model.cdf(5_000.0));
+        assert!(model.cdf(120_000.0) > 0.9, "{}", model.cdf(120_000.0));
     }
 
     #[test]

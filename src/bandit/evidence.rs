@@ -9,8 +9,8 @@
 //!   stretches to the clicks of two mean conversion delays when that is more: an offer whose
 //!   conversions take a day is not judged on clicks too young to have converted. Applied lazily
 //!   when a sum is touched.
-//! - Delayed feedback: exposure is `Σ fade × F(age)` over clicks, kept as clicks minus one fading
-//!   sum per delay time constant (see `delay`), so a click too young to have converted is not a
+//! - Delayed feedback: exposure is `Σ fade × F(age)` over clicks, kept as clicks minus two fading
+//!   sums per delay time constant (see `delay`), so a click too young to have converted is not a
 //!   failure.
 //! - Pooling: per offer, a main-effects model (`base × country × device × OS × carrier`, fitted
 //!   over every finest segment) predicts each key's conversion rate; down the hierarchy
@@ -172,8 +172,10 @@ struct Stat {
     rate: f64,
     rate_t: i64,
     clicks: f64,
-    /// Per delay time constant: clicks still waiting to convert under that component.
+    /// Per delay time constant τ: `Σ e^(−age/τ)` and `Σ (age/τ) e^(−age/τ)` over the clicks, whose
+    /// sum is the clicks still waiting to convert under that (Erlang-2) component.
     pending: [f64; SCALES],
+    pending_age: [f64; SCALES],
     conversions: f64,
     revenue: f64,
     /// Σ w × payout², for the spread of payouts the change detector expects.
@@ -190,6 +192,7 @@ impl Stat {
             rate_t: t,
             clicks: 0.0,
             pending: [0.0; SCALES],
+            pending_age: [0.0; SCALES],
             conversions: 0.0,
             revenue: 0.0,
             revenue_sq: 0.0,
@@ -207,8 +210,17 @@ impl Stat {
         self.conversions *= g;
         self.revenue *= g;
         self.revenue_sq *= g;
-        for (p, tau) in self.pending.iter_mut().zip(&span.taus) {
-            *p *= g * decay(dt / tau);
+        for ((p, q), tau) in self
+            .pending
+            .iter_mut()
+            .zip(&mut self.pending_age)
+            .zip(&span.taus)
+        {
+            let x = dt / tau;
+            let d = g * decay(x);
+            // Every click aged by `x` time constants: (a + x) e^(−(a + x)) = (a + x) e^(−a) e^(−x).
+            *q = (*q + x * *p) * d;
+            *p *= d;
         }
         self.t = self.t.max(t);
         self.n = self.count;
@@ -241,7 +253,7 @@ impl Stat {
         self.conversions *= keep;
         self.revenue *= keep;
         self.revenue_sq *= keep;
-        for p in &mut self.pending {
+        for p in self.pending.iter_mut().chain(&mut self.pending_age) {
             *p *= keep;
         }
     }
@@ -314,8 +326,8 @@ impl Stat {
         copy.advance(t, config, span);
         let pending: f64 = delay_weights
             .iter()
-            .zip(&copy.pending)
-            .map(|(w, p)| w * p)
+            .zip(copy.pending.iter().zip(&copy.pending_age))
+            .map(|(w, (p, q))| w * (p + q))
             .sum();
         (
             (copy.clicks - pending).max(0.0),
@@ -435,7 +447,12 @@ impl CampaignEvidence {
     /// Sets offer `o`'s least memory from its delay model as it stands.
     fn refresh_span(&mut self, o: usize, global: &DelayModel, prior_count: f64) {
         let weights = self.delay_weights(o, global, prior_count);
-        let mean: f64 = weights.iter().zip(global.taus()).map(|(w, t)| w * t).sum();
+        // An Erlang-2 component's mean delay is twice its time constant.
+        let mean: f64 = weights
+            .iter()
+            .zip(global.taus())
+            .map(|(w, t)| 2.0 * w * t)
+            .sum();
         self.spans[o] = Span {
             taus: *global.taus(),
             memory_ms: MEMORY_DELAYS * mean,
