@@ -47,9 +47,11 @@ pub struct SegmentTable {
     pub shares: Vec<f64>,
     /// Running sums of `shares`, for sampling by binary search.
     pub cumulative: Vec<f64>,
-    /// `weight^λ × P(best)` per arm (λ fading from 1 with the campaign's evidence), before
+    /// `weight^λ × P(best)^power` per arm (λ fading from 1 with the campaign's evidence), before
     /// normalisation: the exploitation part.
     pub exploit: Vec<f64>,
+    /// Power P(best) was raised to in `exploit`.
+    pub power: f64,
     /// `weight × posterior spread` per arm: how the exploration budget is spread.
     pub explore: Vec<f64>,
     /// Exploration budget this table was built with.
@@ -57,7 +59,7 @@ pub struct SegmentTable {
 }
 
 impl SegmentTable {
-    pub fn new(exploit: Vec<f64>, explore: Vec<f64>, exploration: f64) -> SegmentTable {
+    pub fn new(exploit: Vec<f64>, power: f64, explore: Vec<f64>, exploration: f64) -> SegmentTable {
         let shares = mix(&exploit, &explore, exploration);
         let mut cumulative = Vec::with_capacity(shares.len());
         let mut sum = 0.0;
@@ -69,6 +71,7 @@ impl SegmentTable {
             shares,
             cumulative,
             exploit,
+            power,
             explore,
             exploration,
         }
@@ -271,7 +274,7 @@ fn subset_shares(
                 // An arm added since the last refresh: P(best) of one more arm among equals,
                 // and as uncertain as the most uncertain arm.
                 let w = campaign.fallback.get(e)?.weight;
-                exploit.push(w / n);
+                exploit.push(w * (1.0 / n).powf(segment.power));
                 explore.push(w * max_spread);
             }
         }
@@ -312,7 +315,7 @@ mod tests {
         let mut segments = HashMap::default();
         segments.insert(
             visitor_keys(&visitor())[0],
-            Arc::new(SegmentTable::new(exploit, explore, 0.0)),
+            Arc::new(SegmentTable::new(exploit, 1.0, explore, 0.0)),
         );
         let mut campaigns = HashMap::default();
         campaigns.insert(campaign.id.clone(), CampaignTable { arms, segments });

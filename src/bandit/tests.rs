@@ -146,22 +146,28 @@ fn with_strong_evidence_the_best_epc_offer_not_the_best_cr_gets_most_traffic() {
 
 #[test]
 fn a_higher_weight_needs_more_contrary_evidence() {
-    // B earns 30 % more per click than A; how many clicks each until B gets most traffic?
-    let clicks_to_win = |weight_a: f64| {
+    // B earns 30 % more per click than A (2.6 % against 2 %, same payout). At each amount of
+    // evidence B must get less traffic when A is favoured 4 to 1 than at even weights, and the
+    // evidence must still win in the end.
+    let share_of_b = |weight_a: f64, clicks: u32| {
         let c = sim_campaign("c", &[("a", weight_a), ("b", 1.0)]);
-        (1..=100)
-            .map(|k| k * 100)
-            .find(|&n| {
-                let mut e = Evidence::new(slow_fading());
-                feed(&mut e, &c, 0, n, n / 50, 5.0, 0);
-                feed(&mut e, &c, 1, n, n * 13 / 500, 5.0, 0);
-                shares_now(&mut e, &c, &[5.0, 5.0], 10 * DAY)[1] > 0.5
-            })
-            .unwrap_or(u32::MAX)
+        let mut e = Evidence::new(slow_fading());
+        feed(&mut e, &c, 0, clicks, clicks / 50, 5.0, 0);
+        feed(&mut e, &c, 1, clicks, clicks * 13 / 500, 5.0, 0);
+        shares_now(&mut e, &c, &[5.0, 5.0], 10 * DAY)[1]
     };
-    let even = clicks_to_win(1.0);
-    let favoured = clicks_to_win(4.0);
-    assert!(even < favoured, "{even} vs {favoured}");
+    for clicks in [500, 1_000, 2_000] {
+        let even = share_of_b(1.0, clicks);
+        let favoured = share_of_b(4.0, clicks);
+        // The weight's pull fades with the evidence: a clear gap at first, a small one later.
+        let gap = if clicks == 500 { 0.02 } else { 0.0 };
+        assert!(
+            favoured < even - gap,
+            "{clicks} clicks: {favoured} vs {even}"
+        );
+    }
+    let late = share_of_b(4.0, 10_000);
+    assert!(late > 0.9, "the evidence never won: {late}");
 }
 
 #[test]
@@ -433,4 +439,23 @@ fn an_offer_that_converts_a_day_later_is_judged_on_clicks_old_enough_to_have_con
         (rate - 0.05).abs() < 0.01,
         "{rate} from {converted} / {exposure}"
     );
+}
+
+#[test]
+fn probability_matching_is_sharpened_towards_the_likelier_better_offer() {
+    // 300 clicks each, A converting 6 times and B 3: A is likelier the better, far from sure.
+    let share_of_a = |sharpen: f64| {
+        let c = sim_campaign("c", &[("a", 1.0), ("b", 1.0)]);
+        let mut e = Evidence::new(BanditConfig {
+            sharpen,
+            ..slow_fading()
+        });
+        feed(&mut e, &c, 0, 300, 6, 1.0, 0);
+        feed(&mut e, &c, 1, 300, 3, 1.0, 0);
+        shares_now(&mut e, &c, &[1.0, 1.0], 10 * DAY)[0]
+    };
+    let matching = share_of_a(1.0);
+    let sharpened = share_of_a(BanditConfig::default().sharpen);
+    assert!(matching > 0.55 && matching < 0.9, "{matching}");
+    assert!(sharpened > matching + 0.05, "{sharpened} vs {matching}");
 }

@@ -228,6 +228,9 @@ impl World {
         if let Some(v) = t.weight_fade_conversions {
             c.weight_fade_conversions = v;
         }
+        if let Some(v) = t.sharpen {
+            c.sharpen = v;
+        }
         if let Some(v) = t.exploration {
             c.exploration = v;
         }

@@ -15,6 +15,7 @@
 //! delay_min_s = 1.0
 //! delay_max_s = 2592000.0
 //! weight_fade_conversions = 10.0
+//! sharpen = 2.0
 //!
 //! [delay]                        # conversion delay of every offer unless it sets its own
 //! kind = "lognormal"             # "lognormal" (median_s, sigma), "exponential" (median_s),
@@ -111,6 +112,7 @@ pub struct BanditTuning {
     pub delay_min_s: Option<f64>,
     pub delay_max_s: Option<f64>,
     pub weight_fade_conversions: Option<f64>,
+    pub sharpen: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
