@@ -105,6 +105,16 @@ impl DelayModel {
         w
     }
 
+    /// Mean delay of the mixture with mixing weights `weights` (from `weights` or `blend`).
+    pub fn mean_ms(&self, weights: &[f64; SCALES]) -> f64 {
+        // An Erlang-2 component's mean delay is twice its time constant.
+        weights
+            .iter()
+            .zip(&self.taus)
+            .map(|(w, tau)| 2.0 * w * tau)
+            .sum()
+    }
+
     /// Probability that a click that will convert has converted by `age_ms`.
     pub fn cdf(&self, age_ms: f64) -> f64 {
         let w = self.weights();

@@ -451,15 +451,9 @@ impl CampaignEvidence {
     /// Sets offer `o`'s least memory from its delay model as it stands.
     fn refresh_span(&mut self, o: usize, global: &DelayModel, prior_count: f64) {
         let weights = self.delay_weights(o, global, prior_count);
-        // An Erlang-2 component's mean delay is twice its time constant.
-        let mean: f64 = weights
-            .iter()
-            .zip(global.taus())
-            .map(|(w, t)| 2.0 * w * t)
-            .sum();
         self.spans[o] = Span {
             taus: *global.taus(),
-            memory_ms: MEMORY_DELAYS * mean,
+            memory_ms: MEMORY_DELAYS * global.mean_ms(&weights),
         };
     }
 
