@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs `smartlink simulate` over seeds 1..K and summarises each policy's figures over the seeds:
-# mean/min/max of ratio, second_half_ratio, regret relative to the baselines, earnings relative to
+# mean/min/max of ratio, second_half_ratio, the mean ratio over each tenth of the horizon, regret relative to the baselines, earnings relative to
 # thompson-cr, and clicks_to_90 per drift.
 #
 #   bench/simulate-seeds.sh SCENARIO [K] [POLICY]
@@ -47,6 +47,8 @@ for name in names:
     print(f"{name}")
     print(f"  ratio              {stats([p['ratio'] for p in rows])}")
     print(f"  second_half_ratio  {stats([p['second_half_ratio'] for p in rows])}")
+    tenths = [statistics.mean(p["ratio_by_tenth"][t] for p in rows) for t in range(10)]
+    print(f"  ratio by tenth     {' '.join(f'{v:.3f}' for v in tenths)}")
     for base in ("epsilon-greedy", "ucb1"):
         if base != name and all(by(r, base) for r in runs):
             print(f"  regret / {base:<9} {stats([p['regret'] / by(r, base)['regret'] for p, r in zip(rows, runs)])}")

@@ -308,6 +308,27 @@ fn the_small_scenario_beats_uniform() {
 }
 
 #[test]
+fn the_ratio_by_tenth_shows_the_bandit_learning_and_weighs_up_to_the_whole_ratio() {
+    let report = sim::run(small(), &["bandit", "uniform"], 1).unwrap();
+    let (bandit, uniform) = (&report.policies[0], &report.policies[1]);
+    assert_eq!(bandit.ratio_by_tenth.len(), 10);
+    let tenths = &bandit.ratio_by_tenth;
+    assert!(tenths[9] > tenths[0] + 0.05, "{tenths:?}");
+    // Uniform learns nothing: every tenth is near its whole-run ratio.
+    for t in &uniform.ratio_by_tenth {
+        assert!(
+            (t - uniform.ratio).abs() < 0.05,
+            "{:?}",
+            uniform.ratio_by_tenth
+        );
+    }
+    let (lo, hi) = tenths
+        .iter()
+        .fold((f64::INFINITY, 0.0f64), |(l, h), &t| (l.min(t), h.max(t)));
+    assert!(lo <= bandit.ratio && bandit.ratio <= hi, "{tenths:?}");
+}
+
+#[test]
 fn a_bad_scenario_names_the_field() {
     let err = Scenario::parse("horizon = 10\nclicks_per_second = 1\n[[segment]]\nshare = 1\n[[offer]]\nid = \"a\"\npayout = 1\ncr = 2\n")
         .unwrap_err();

@@ -45,6 +45,9 @@ pub struct PolicyReport {
     pub oracle_earnings: f64,
     pub ratio: f64,
     pub second_half_ratio: f64,
+    /// `ratio` over each tenth of the horizon, in order: how fast the policy learns and where it
+    /// settles.
+    pub ratio_by_tenth: Vec<f64>,
     pub regret: f64,
     pub recovery: Vec<Recovery>,
 }
@@ -468,6 +471,15 @@ fn run_one(
     let half = earned.len() / 2;
     let second: f64 = earned[half..].iter().sum();
     let second_oracle: f64 = oracle[half..].iter().sum();
+    let ratio_by_tenth = (0..10)
+        .map(|t| {
+            let range = t * earned.len() / 10..(t + 1) * earned.len() / 10;
+            ratio(
+                earned[range.clone()].iter().sum(),
+                oracle[range].iter().sum(),
+            )
+        })
+        .collect();
     drift_marks.sort();
     let window = sc.window.unwrap_or((sc.horizon / 50).max(100));
     let recovery = drift_marks
@@ -489,6 +501,7 @@ fn run_one(
         oracle_earnings: round2(total_oracle),
         ratio: ratio(total_earned, total_oracle),
         second_half_ratio: ratio(second, second_oracle),
+        ratio_by_tenth,
         regret: round2(total_oracle - total_earned),
         recovery,
     }
