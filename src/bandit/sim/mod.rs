@@ -56,8 +56,9 @@ pub struct PolicyReport {
 pub struct Recovery {
     pub at_click: u64,
     pub offer: String,
-    /// Clicks after the drift until the sliding-window ratio is back to 0.9 of the oracle;
-    /// `None` when it never is within the horizon.
+    /// Clicks after the drift until the ratio over the last `window` clicks, all after the
+    /// drift, is back to 0.9 of the oracle (at least `window`); `None` when it never is within
+    /// the horizon.
     pub clicks_to_90: Option<u64>,
     pub fraction_of_horizon: Option<f64>,
 }
@@ -519,11 +520,13 @@ fn round2(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
 }
 
-/// First number of clicks after `at` at which the ratio over the last `window` clicks since `at`
-/// reaches `RECOVERY_LEVEL` (with at least a tenth of a window seen, so one lucky click does not
-/// count).
+/// First number of clicks after `at` at which the ratio over the last `window` clicks reaches
+/// `RECOVERY_LEVEL`, counting only once a whole window has passed since `at` (or, when fewer
+/// clicks than that remain, all of them): a policy that starts a new offer high and then drops
+/// it while its first conversions are still on their way must not count as recovered after the
+/// first few hundred clicks. So the least figure is `window`, or what remains of the horizon.
 fn recovery_clicks(earned: &[f64], oracle: &[f64], at: usize, window: usize) -> Option<u64> {
-    let min_seen = (window / 10).max(1);
+    let min_seen = window.min(earned.len().saturating_sub(at)).max(1);
     let (mut e, mut o) = (0.0, 0.0);
     for c in at..earned.len() {
         e += earned[c];
@@ -548,5 +551,31 @@ fn sample_delay(delay: &scenario::Delay, rng: &mut StdRng) -> f64 {
             -median / std::f64::consts::LN_2 * (1.0 - rng.random::<f64>()).ln()
         }
         scenario::DelayKind::Lognormal => median * (delay.sigma * policies::normal(rng)).exp(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_burst_at_the_oracle_right_after_a_drift_is_not_a_recovery() {
+        // 300 clicks at the oracle, 3,000 at half of it, then at the oracle for good.
+        let oracle = vec![1.0; 10_000];
+        let earned: Vec<f64> = (0..10_000)
+            .map(|c| if (300..3_300).contains(&c) { 0.5 } else { 1.0 })
+            .collect();
+        let clicks = recovery_clicks(&earned, &oracle, 0, 1_000).expect("recovers");
+        // The window is back to 0.9 once at most 200 of its 1,000 clicks are at half: when it
+        // ends 800 clicks past the 3,300th. Counting from the 100th click, the burst would have.
+        assert_eq!(clicks, 4_100);
+    }
+
+    #[test]
+    fn a_policy_at_the_oracle_from_the_drift_on_recovers_after_one_window() {
+        let oracle = vec![1.0; 5_000];
+        assert_eq!(recovery_clicks(&oracle, &oracle, 1_000, 2_000), Some(2_000));
+        // Fewer clicks than a window left: all of them count.
+        assert_eq!(recovery_clicks(&oracle, &oracle, 4_500, 2_000), Some(500));
     }
 }
