@@ -401,6 +401,9 @@ struct CampaignEvidence {
     /// Per offer, campaign-wide: the recent past alone (fast fading), which the change
     /// detector holds against the long memory of the root key.
     recent: Vec<Stat>,
+    /// Per offer: payout per conversion over its last few conversions (an average that gives
+    /// each new one a fifth of the weight): the price a detected payout change re-prices to.
+    last_payout: Vec<Option<f64>>,
     keys: Map<u64, KeyState>,
     /// Keys per level in first-seen order, for a deterministic top-down pass.
     by_level: [Vec<u64>; LEVELS],
@@ -430,6 +433,7 @@ impl CampaignEvidence {
         self.offers.push(offer.to_string());
         self.first_click_ms.push(i64::MAX);
         self.recent.push(Stat::new(0));
+        self.last_payout.push(None);
         self.whole.push(Stat::new(0));
         self.delays.push(DelayModel::new(
             config.delay_min_ms,
@@ -590,6 +594,8 @@ impl Evidence {
         let span = c.spans[o];
         c.whole[o].convert(at_ms, delay, payout, &self.whole_config, &span);
         c.recent[o].convert(at_ms, delay, payout, &self.recent_config, &span);
+        let last = &mut c.last_payout[o];
+        *last = Some(last.map_or(payout, |p| p + LAST_PAYOUT_WEIGHT * (payout - p)));
         for key in c.touch(segment, o, at_ms) {
             let state = c.keys.get_mut(&key).expect("touched");
             state.stats[o].convert(at_ms, delay, payout, config, &span);
@@ -799,10 +805,19 @@ fn detect_changes(
         };
         if z_rate.abs() <= config.change_z && z_payout.abs() > config.change_z {
             // Only the price moved: the conversions seen are still good evidence of the rate,
-            // so they are kept and re-priced at the recent payout instead of cut. The recent
-            // memory goes on filling with new payouts; whenever it strays again the price
-            // follows it, so the estimate tracks the recent memory within a few standard errors.
-            let factor = (rs / ks) / mean;
+            // so they are kept and re-priced instead of cut. At the price of the last few
+            // conversions, not of the recent memory: that still mixes in the old price when the
+            // change is first seen, and re-pricing to it moved a halved payout a few per cent at a
+            // detection, so the drift scenario took ~30,000 clicks to follow a halving. Both
+            // memories move to the new price, or the recent one, still holding old payouts, would
+            // set the detector off again the other way.
+            let price = c.last_payout[o].unwrap_or(rs / ks);
+            let factor = price / mean;
+            if rs > 0.0 {
+                c.recent[o].advance(now_ms, recent_config, &span);
+                c.recent[o].reprice(price / (rs / ks));
+            }
+            *paid = (ks, ks * price);
             for state in c.keys.values_mut() {
                 if let Some(stat) = state.stats.get_mut(o) {
                     stat.advance(now_ms, config, &span);
@@ -833,6 +848,9 @@ fn detect_changes(
     }
     (changed, recent_paid)
 }
+
+/// Weight of each new conversion's payout in `CampaignEvidence::last_payout`.
+const LAST_PAYOUT_WEIGHT: f64 = 0.2;
 
 /// Conversions both memories need before the change detector compares them.
 const CHANGE_MIN_CONVERSIONS: f64 = 10.0;
