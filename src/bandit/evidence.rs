@@ -808,7 +808,8 @@ fn detect_changes(
             // so they are kept and re-priced instead of cut. At the price of the last few
             // conversions, not of the recent memory: that still mixes in the old price when the
             // change is first seen, and re-pricing to it moved a halved payout a few per cent at a
-            // detection, so the drift scenario took ~30,000 clicks to follow a halving. Both
+            // detection (six detections to follow the halving on drift, seed 3; now three, as
+            // conversions of clicks made before the change still bring the old price). Both
             // memories move to the new price, or the recent one, still holding old payouts, would
             // set the detector off again the other way.
             let price = c.last_payout[o].unwrap_or(rs / ks);
