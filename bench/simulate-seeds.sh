@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs `smartlink simulate` over seeds 1..K and summarises each policy's figures over the seeds:
-# mean/min/max of ratio, second_half_ratio, the mean ratio over each tenth of the horizon, regret relative to the baselines, earnings relative to
-# thompson-cr, and clicks_to_90 per drift.
+# mean/min/max of ratio, second_half_ratio, regret relative to the baselines, earnings relative to
+# thompson-cr, and clicks_to_90 per drift; and the mean ratio over each tenth of the horizon.
 #
 #   bench/simulate-seeds.sh SCENARIO [K] [POLICY]
 #

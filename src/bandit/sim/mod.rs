@@ -469,17 +469,16 @@ fn run_one(
 
     let total_earned: f64 = earned.iter().sum();
     let total_oracle: f64 = oracle.iter().sum();
-    let half = earned.len() / 2;
-    let second: f64 = earned[half..].iter().sum();
-    let second_oracle: f64 = oracle[half..].iter().sum();
+    let ratio_over = |range: std::ops::Range<usize>| {
+        ratio(
+            earned[range.clone()].iter().sum(),
+            oracle[range].iter().sum(),
+        )
+    };
+    let n = earned.len();
+    let second_half_ratio = ratio_over(n / 2..n);
     let ratio_by_tenth = (0..10)
-        .map(|t| {
-            let range = t * earned.len() / 10..(t + 1) * earned.len() / 10;
-            ratio(
-                earned[range.clone()].iter().sum(),
-                oracle[range].iter().sum(),
-            )
-        })
+        .map(|t| ratio_over(t * n / 10..(t + 1) * n / 10))
         .collect();
     drift_marks.sort();
     let window = sc.window.unwrap_or((sc.horizon / 50).max(100));
@@ -501,7 +500,7 @@ fn run_one(
         realised_earnings: round2(realised),
         oracle_earnings: round2(total_oracle),
         ratio: ratio(total_earned, total_oracle),
-        second_half_ratio: ratio(second, second_oracle),
+        second_half_ratio,
         ratio_by_tenth,
         regret: round2(total_oracle - total_earned),
         recovery,
