@@ -6,9 +6,10 @@
 #   bench/simulate-seeds.sh SCENARIO [K] [POLICY]
 #
 # K defaults to 4. Without POLICY every policy runs (the regret ratios need epsilon-greedy, ucb1
-# and thompson-cr, whose figures do not depend on the bandit's settings). One simulation runs at
-# a time. SMARTLINK overrides the binary (default target/release/smartlink); KEEP=DIR keeps the
-# JSON of each seed there.
+# and thompson-cr, whose figures do not depend on the bandit's settings). JOBS=N runs N seeds at
+# a time (default 1; each simulation uses one core, and the figures do not depend on N).
+# SMARTLINK overrides the binary (default target/release/smartlink); KEEP=DIR keeps the JSON of
+# each seed there.
 set -euo pipefail
 
 scenario=${1:?usage: simulate-seeds.sh SCENARIO [K] [POLICY]}
@@ -18,12 +19,26 @@ bin=${SMARTLINK:-target/release/smartlink}
 out=${KEEP:-$(mktemp -d)}
 mkdir -p "$out"
 
-for seed in $(seq 1 "$seeds"); do
-    args=(simulate --scenario "$scenario" --seed "$seed")
+jobs=${JOBS:-1}
+run_seed() {
+    local seed=$1
+    local args=(simulate --scenario "$scenario" --seed "$seed")
     if [[ -n $policy ]]; then
         args+=(--policy "$policy")
     fi
     "$bin" "${args[@]}" >"$out/seed-$seed.json"
+}
+pids=()
+for seed in $(seq 1 "$seeds"); do
+    run_seed "$seed" &
+    pids+=("$!")
+    if ((${#pids[@]} >= jobs)); then
+        wait "${pids[0]}"
+        pids=("${pids[@]:1}")
+    fi
+done
+for pid in "${pids[@]}"; do
+    wait "$pid"
 done
 
 python3 - "$out" "$seeds" <<'PY'
