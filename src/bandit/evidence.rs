@@ -59,9 +59,6 @@ pub struct BanditConfig {
     pub delay_max_ms: f64,
     /// Pseudo-observations of the log-uniform delay prior.
     pub delay_prior_count: f64,
-    /// Pseudo-observations of the shape every offer's delays show (the global model) in each
-    /// offer's own delay model.
-    pub offer_delay_prior_count: f64,
     /// Observed delays the delay model remembers.
     pub delay_memory: f64,
     /// Window over which a segment's click rate is measured (to fade a late conversion as much
@@ -103,12 +100,6 @@ impl Default for BanditConfig {
             delay_min_ms: 1_000.0,
             delay_max_ms: 30.0 * 86_400_000.0,
             delay_prior_count: 4.0,
-            // An offer's first conversions are all fast ones, whatever its delays: only its
-            // youngest clicks exist yet. Worth four observations, the global shape let a few of
-            // them set the new offer's delays, so its young clicks counted as trials they had not
-            // had time to be and its rate looked half what it was. Drift, 48 seeds: ratio 0.879 ->
-            // 0.883, second half 0.905 -> 0.912, every recovery a little sooner.
-            offer_delay_prior_count: 40.0,
             delay_memory: 2_000.0,
             rate_window_ms: 3_600_000.0,
             min_table_conversions: 1.0,
@@ -457,7 +448,7 @@ impl CampaignEvidence {
             taus: *global.taus(),
             memory_ms: 0.0,
         });
-        self.refresh_span(o, global, config.offer_delay_prior_count);
+        self.refresh_span(o, global, config.delay_prior_count);
         o
     }
 
@@ -599,7 +590,7 @@ impl Evidence {
         let weight = (span / (span - delay).max(span / MAX_DELAY_WEIGHT)).min(MAX_DELAY_WEIGHT);
         c.delays[o].observe_weighted(delay, weight);
         self.delays.observe_weighted(delay, weight);
-        c.refresh_span(o, &self.delays, config.offer_delay_prior_count);
+        c.refresh_span(o, &self.delays, config.delay_prior_count);
         let span = c.spans[o];
         c.whole[o].convert(at_ms, delay, payout, &self.whole_config, &span);
         c.recent[o].convert(at_ms, delay, payout, &self.recent_config, &span);
@@ -699,7 +690,7 @@ impl Evidence {
         ) else {
             return (0.0, 0.0, 0.0);
         };
-        let weights = c.delay_weights(o, &self.delays, self.config.offer_delay_prior_count);
+        let weights = c.delay_weights(o, &self.delays, self.config.delay_prior_count);
         state.stats.get(o).map_or((0.0, 0.0, 0.0), |s| {
             s.read(now_ms, &self.config, &c.spans[o], &weights)
         })
@@ -787,9 +778,9 @@ fn detect_changes(
             continue;
         };
         // The global delay model moves with every offer's conversions.
-        c.refresh_span(o, delays, config.offer_delay_prior_count);
+        c.refresh_span(o, delays, config.delay_prior_count);
         let span = c.spans[o];
-        let weights = c.delay_weights(o, delays, config.offer_delay_prior_count);
+        let weights = c.delay_weights(o, delays, config.delay_prior_count);
         let (el, kl, rl, sql) = c.whole[o].read_all(now_ms, whole_config, &span, &weights);
         let (es, ks, rs, _) = c.recent[o].read_all(now_ms, recent_config, &span, &weights);
         *paid = (ks, rs);
@@ -895,7 +886,7 @@ fn campaign_tables(
     let weights: Vec<[f64; SCALES]> = arm_offer
         .iter()
         .map(|o| match o {
-            Some(o) => c.delay_weights(*o, delays, config.offer_delay_prior_count),
+            Some(o) => c.delay_weights(*o, delays, config.delay_prior_count),
             None => delays.weights(),
         })
         .collect();
