@@ -452,9 +452,13 @@ fn run_one(
         oracle.push(best);
         policy.click(s, o, now);
         let rate = (world.cr[s * n_offers + o] * cr_factor[o]).min(1.0);
-        if outcomes.random::<f64>() < rate {
+        // Every click draws its luck (converts or not, how late) whichever offer it goes to, so
+        // two policies, or two settings of one, that send a click to the same offer see the same
+        // outcome: their comparison is not drowned in luck of their own.
+        let luck: [f64; 3] = [outcomes.random(), outcomes.random(), outcomes.random()];
+        if luck[0] < rate {
             let delay = sc.offer[o].delay.as_ref().or(sc.delay.as_ref());
-            let delay_ms = delay.map_or(0.0, |d| sample_delay(d, &mut outcomes));
+            let delay_ms = delay.map_or(0.0, |d| sample_delay(d, luck[1], luck[2]));
             seq += 1;
             heap.push(Reverse(Pending {
                 at_ms: now + delay_ms as i64,
@@ -542,14 +546,18 @@ fn recovery_clicks(earned: &[f64], oracle: &[f64], at: usize, window: usize) -> 
     None
 }
 
-fn sample_delay(delay: &scenario::Delay, rng: &mut StdRng) -> f64 {
+/// A delay from two uniform draws in [0, 1).
+fn sample_delay(delay: &scenario::Delay, u1: f64, u2: f64) -> f64 {
     let median = delay.median_s * 1000.0;
     match delay.kind {
         scenario::DelayKind::Fixed => median,
-        scenario::DelayKind::Exponential => {
-            -median / std::f64::consts::LN_2 * (1.0 - rng.random::<f64>()).ln()
+        scenario::DelayKind::Exponential => -median / std::f64::consts::LN_2 * (1.0 - u1).ln(),
+        scenario::DelayKind::Lognormal => {
+            // Box–Muller, as `policies::normal`.
+            let z =
+                (-2.0 * u1.max(f64::MIN_POSITIVE).ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+            median * (delay.sigma * z).exp()
         }
-        scenario::DelayKind::Lognormal => median * (delay.sigma * policies::normal(rng)).exp(),
     }
 }
 
