@@ -553,10 +553,7 @@ fn sample_delay(delay: &scenario::Delay, u1: f64, u2: f64) -> f64 {
         scenario::DelayKind::Fixed => median,
         scenario::DelayKind::Exponential => -median / std::f64::consts::LN_2 * (1.0 - u1).ln(),
         scenario::DelayKind::Lognormal => {
-            // Box–Muller, as `policies::normal`.
-            let z =
-                (-2.0 * u1.max(f64::MIN_POSITIVE).ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
-            median * (delay.sigma * z).exp()
+            median * (delay.sigma * policies::normal_from(u1, u2)).exp()
         }
     }
 }

@@ -302,9 +302,14 @@ impl SimPolicy for ThompsonCr {
 
 /// Standard normal draw (Box–Muller).
 pub fn normal(rng: &mut dyn Rng) -> f64 {
-    let u1 = rng.random::<f64>().max(f64::MIN_POSITIVE);
+    let u1 = rng.random::<f64>();
     let u2 = rng.random::<f64>();
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    normal_from(u1, u2)
+}
+
+/// The standard normal value Box–Muller makes of two uniform draws in [0, 1).
+pub fn normal_from(u1: f64, u2: f64) -> f64 {
+    (-2.0 * u1.max(f64::MIN_POSITIVE).ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
 /// Gamma(shape, 1) draw (Marsaglia–Tsang).
