@@ -173,20 +173,18 @@ fn a_higher_weight_needs_more_contrary_evidence() {
 #[test]
 fn young_clicks_are_not_failures() {
     let c = sim_campaign("c", &[("a", 1.0), ("b", 1.0)]);
-    let teach = sim_campaign("teach", &[("x", 1.0)]);
     let shares_after = |age_ms: i64| {
         let mut e = Evidence::new(slow_fading());
-        // Conversions elsewhere have taught the model that delays are about an hour.
+        // Each offer's own conversions have taught it that delays are about an hour, and the two
+        // have converted alike.
         let seg = Segment::of(&visitor());
-        for i in 0..300 {
-            e.record_conversion(
-                "teach",
-                &teach.fallback[0].offer,
-                &seg,
-                1.0,
-                i,
-                i + 3_600_000,
-            );
+        for offer in ["a", "b"] {
+            for i in 0..3_000 {
+                e.record_click("c", offer, &seg, i);
+                if i % 10 == 0 {
+                    e.record_conversion("c", offer, &seg, 1.0, i, i + 3_600_000);
+                }
+            }
         }
         feed(&mut e, &c, 0, 3_000, 0, 1.0, 10 * DAY);
         shares_now(&mut e, &c, &[1.0, 1.0], 10 * DAY + age_ms)
@@ -460,6 +458,28 @@ fn an_offer_that_converts_a_day_later_is_judged_on_clicks_old_enough_to_have_con
         (rate - 0.05).abs() < 0.01,
         "{rate} from {converted} / {exposure}"
     );
+}
+
+#[test]
+fn an_offer_whose_delays_are_unknown_is_not_judged_by_the_delays_of_faster_offers() {
+    // A converts a minute after its clicks, many times; B, new, has had six hours of clicks and
+    // no conversion yet. Nothing says B's conversions come as fast as A's: its clicks of a few
+    // hours count as part of a trial, not as six hours of failures.
+    let mut e = Evidence::new(slow_fading());
+    let seg = Segment::of(&visitor());
+    let hour = DAY / 24;
+    for i in 0..6_000 {
+        let t = i * (6 * hour / 6_000);
+        e.record_click("c", "a", &seg, t);
+        if i % 10 == 0 {
+            e.record_conversion("c", "a", &seg, 1.0, t, t + 60_000);
+        }
+        e.record_click("c", "b", &seg, t);
+    }
+    let now = 6 * hour;
+    let (fast, _, _) = e.totals("c", "a", &seg, now);
+    let (unknown, _, _) = e.totals("c", "b", &seg, now);
+    assert!(unknown < 0.7 * fast, "{unknown} vs {fast}");
 }
 
 #[test]
