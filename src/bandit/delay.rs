@@ -131,16 +131,6 @@ impl DelayModel {
     /// slowest components are weeks long. An offer converting within seconds, known from
     /// thousands of conversions, had a mean delay of a quarter of an hour that way.
     pub fn quantile_ms(&self, weights: &[f64; SCALES], q: f64) -> f64 {
-        let arrived = |age: f64| -> f64 {
-            1.0 - weights
-                .iter()
-                .zip(&self.taus)
-                .map(|(w, tau)| {
-                    let x = age / tau;
-                    w * (1.0 + x) * (-x).exp()
-                })
-                .sum::<f64>()
-        };
         // Bisection on the log of the delay, from well below the shortest time constant to well
         // beyond the longest (an Erlang-2 component has 99.95 % of its mass by 10 τ).
         let (mut lo, mut hi) = (
@@ -149,7 +139,7 @@ impl DelayModel {
         );
         for _ in 0..60 {
             let mid = 0.5 * (lo + hi);
-            if arrived(mid.exp()) < q {
+            if self.arrived(weights, mid.exp()) < q {
                 lo = mid;
             } else {
                 hi = mid;
@@ -160,8 +150,12 @@ impl DelayModel {
 
     /// Probability that a click that will convert has converted by `age_ms`.
     pub fn cdf(&self, age_ms: f64) -> f64 {
-        let w = self.weights();
-        let pending: f64 = w
+        self.arrived(&self.weights(), age_ms)
+    }
+
+    /// `cdf` under mixing weights `weights`.
+    fn arrived(&self, weights: &[f64; SCALES], age_ms: f64) -> f64 {
+        let pending: f64 = weights
             .iter()
             .zip(&self.taus)
             .map(|(w, tau)| {
