@@ -510,7 +510,8 @@ pub struct Evidence {
     /// counted as whole trials, its rate came out a fraction of the truth, it lost its traffic
     /// and never brought the conversions that would have taught its delays. Traced on the large
     /// scenario (seed 2): an offer earning five times the others in the second-busiest segment
-    /// got 0.1 % of it for the whole run; with this prior it had 97 % from 100,000 clicks on.
+    /// got 0.1 % of it for the whole run; with this prior (measured while evidence still spanned
+    /// two mean delays, not `MEMORY_QUANTILE`) it had 97 % from 100,000 clicks on.
     delay_prior: DelayModel,
     campaigns: Map<String, CampaignEvidence>,
     recomputations: u64,
