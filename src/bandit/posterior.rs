@@ -42,25 +42,37 @@ pub fn prob_best(arms: &[LogNormal]) -> Vec<f64> {
         .iter()
         .map(|a| a.mu - 4.0 * a.sigma)
         .fold(f64::NEG_INFINITY, f64::max);
-    let contenders: Vec<usize> = (0..n)
+    let mut contenders: Vec<usize> = (0..n)
         .filter(|&i| arms[i].mu + 4.0 * arms[i].sigma >= floor)
+        .collect();
+    // Strongest rivals first, so that a loser's product falls below the cut-off after a factor
+    // or two; and 1/σ once per rival rather than a division per factor. This loop was two thirds
+    // of a recomputation's cost.
+    contenders.sort_by(|&a, &b| arms[b].mu.total_cmp(&arms[a].mu));
+    let rivals: Vec<(usize, f64, f64)> = contenders
+        .iter()
+        .map(|&j| (j, arms[j].mu, 1.0 / arms[j].sigma))
         .collect();
     let mut p = vec![0.0; n];
     for &i in &contenders {
         let arm = &arms[i];
         let mut total = 0.0;
-        for z in nodes {
+        // From the highest node down: the product only falls with x, so once it has vanished
+        // every lower node's has too.
+        for z in nodes.iter().rev() {
             let x = arm.mu + arm.sigma * z;
             let mut product = 1.0;
-            for &j in &contenders {
-                let other = &arms[j];
+            for &(j, mu, inv_sigma) in &rivals {
                 if j != i {
-                    product *= fast_normal_cdf((x - other.mu) / other.sigma);
+                    product *= fast_normal_cdf((x - mu) * inv_sigma);
                     if product < 1e-15 {
                         product = 0.0;
                         break;
                     }
                 }
+            }
+            if product == 0.0 {
+                break;
             }
             total += product;
         }
