@@ -493,6 +493,25 @@ impl CampaignEvidence {
             .get(o)
             .map_or_else(|| prior.weights(), |d| d.blend(prior, prior_count))
     }
+
+    /// Delay mixing weights of offer `o` for its exposure at `now_ms`: `delay_weights` plus the
+    /// conversions too slow to have been seen since its first click (`DelayModel::blend_unseen`).
+    /// Its memory span keeps `delay_weights`: the unseen tail is a guess, and a guess must not
+    /// stretch how long evidence is kept.
+    fn exposure_weights(
+        &self,
+        o: usize,
+        prior: &DelayModel,
+        prior_count: f64,
+        now_ms: i64,
+    ) -> [f64; SCALES] {
+        match (self.delays.get(o), self.first_click_ms.get(o)) {
+            (Some(d), Some(&first)) => {
+                d.blend_unseen(prior, prior_count, now_ms.saturating_sub(first) as f64)
+            }
+            _ => prior.weights(),
+        }
+    }
 }
 
 /// Everything the bandit has observed, for all campaigns.
@@ -693,7 +712,8 @@ impl Evidence {
         ) else {
             return (0.0, 0.0, 0.0);
         };
-        let weights = c.delay_weights(o, &self.delay_prior, self.config.delay_prior_count);
+        let weights =
+            c.exposure_weights(o, &self.delay_prior, self.config.delay_prior_count, now_ms);
         state.stats.get(o).map_or((0.0, 0.0, 0.0), |s| {
             s.read(now_ms, &self.config, &c.spans[o], &weights)
         })
@@ -781,7 +801,7 @@ fn detect_changes(
             continue;
         };
         let span = c.spans[o];
-        let weights = c.delay_weights(o, delay_prior, config.delay_prior_count);
+        let weights = c.exposure_weights(o, delay_prior, config.delay_prior_count, now_ms);
         let (el, kl, rl, sql) = c.whole[o].read_all(now_ms, whole_config, &span, &weights);
         let (es, ks, rs, _) = c.recent[o].read_all(now_ms, recent_config, &span, &weights);
         *paid = (ks, rs);
@@ -887,7 +907,7 @@ fn campaign_tables(
     let weights: Vec<[f64; SCALES]> = arm_offer
         .iter()
         .map(|o| match o {
-            Some(o) => c.delay_weights(*o, delay_prior, config.delay_prior_count),
+            Some(o) => c.exposure_weights(*o, delay_prior, config.delay_prior_count, now_ms),
             None => delay_prior.weights(),
         })
         .collect();
