@@ -219,13 +219,29 @@ impl DelayModel {
 mod tests {
     use super::*;
 
+    /// An offer's own model, with no prior of its own, over a second to a month.
+    fn own_model() -> DelayModel {
+        DelayModel::new(1_000.0, 30.0 * 86_400_000.0, 0.0, 2_000.0)
+    }
+
+    /// `own_model` after `times` conversions, each `delay_ms` after its click.
+    fn shown(delay_ms: f64, times: u32) -> DelayModel {
+        let mut model = own_model();
+        for _ in 0..times {
+            model.observe(delay_ms);
+        }
+        model
+    }
+
+    /// The log-uniform prior an offer's own model is blended with, worth 4 observations.
+    fn log_uniform_prior() -> DelayModel {
+        DelayModel::new(1_000.0, 30.0 * 86_400_000.0, 4.0, 2_000.0)
+    }
+
     #[test]
     fn a_sliver_of_slow_prior_does_not_stretch_the_delay_by_which_most_conversions_arrive() {
-        let mut model = DelayModel::new(1_000.0, 30.0 * 86_400_000.0, 0.0, 2_000.0);
-        for _ in 0..2_000 {
-            model.observe(5_000.0);
-        }
-        let prior = DelayModel::new(1_000.0, 30.0 * 86_400_000.0, 4.0, 2_000.0);
+        let model = shown(5_000.0, 2_000);
+        let prior = log_uniform_prior();
         let weights = model.blend(&prior, 4.0);
         let q90 = model.quantile_ms(&weights, 0.9);
         assert!(q90 > 5_000.0 && q90 < 30_000.0, "{q90}");
@@ -237,11 +253,11 @@ mod tests {
     fn delays_that_run_up_to_the_time_an_offer_has_been_watched_go_on_beyond_it() {
         // Watched for 1,000 s, the offer has shown delays spread evenly in log from 10 s to
         // 1,000 s: the slower ones it will show cannot have come yet.
-        let mut model = DelayModel::new(1_000.0, 30.0 * 86_400_000.0, 0.0, 2_000.0);
+        let mut model = own_model();
         for i in 0..1_000 {
             model.observe(10_000.0 * 100f64.powf((f64::from(i) + 0.5) / 1_000.0));
         }
-        let prior = DelayModel::new(1_000.0, 30.0 * 86_400_000.0, 4.0, 2_000.0);
+        let prior = log_uniform_prior();
         let seen = model.arrived(&model.blend(&prior, 4.0), 1_000_000.0);
         let unseen = model.arrived(&model.blend_unseen(&prior, 4.0, 1_000_000.0), 1_000_000.0);
         // What the fit puts beyond 1,000 s at least doubles.
@@ -251,11 +267,8 @@ mod tests {
 
     #[test]
     fn an_offer_watched_for_far_longer_than_its_delays_keeps_its_model_as_it_is() {
-        let mut model = DelayModel::new(1_000.0, 30.0 * 86_400_000.0, 0.0, 2_000.0);
-        for _ in 0..1_000 {
-            model.observe(60_000.0);
-        }
-        let prior = DelayModel::new(1_000.0, 30.0 * 86_400_000.0, 4.0, 2_000.0);
+        let model = shown(60_000.0, 1_000);
+        let prior = log_uniform_prior();
         let six_hours = 6.0 * 3_600_000.0;
         let plain = model.blend(&prior, 4.0);
         let unseen = model.blend_unseen(&prior, 4.0, six_hours);
