@@ -255,6 +255,9 @@ fn click_load(
                         .get(format!("http://127.0.0.1:{port}/c/split"))
                         .header("X-Forwarded-For", TELEKOM_DE_IP)
                         .header("User-Agent", WINDOWS_CHROME)
+                        // Once the server is gone every request must end: a wait that nothing
+                        // wakes kept one run of this suite from finishing.
+                        .timeout(Duration::from_secs(10))
                         .send()
                         .await;
                     let Ok(response) = response else { break };
