@@ -152,9 +152,9 @@ impl DelayModel {
         let (mut beyond, mut density) = (0.0, 0.0);
         let mut tail = [0.0; SCALES];
         for (((t, w), c), tau) in tail.iter_mut().zip(&p).zip(&self.counts).zip(&self.taus) {
-            let x = watched / tau;
-            *t = w * (1.0 + x) * (-x).exp();
+            *t = pending(*w, watched, *tau);
             beyond += *t;
+            let x = watched / tau;
             // The Erlang-2 density per unit of ln(delay): x² e^(−x).
             density += c * x * x * (-x).exp();
         }
@@ -203,16 +203,20 @@ impl DelayModel {
 
     /// `cdf` under mixing weights `weights`.
     fn arrived(&self, weights: &[f64; SCALES], age_ms: f64) -> f64 {
-        let pending: f64 = weights
+        let to_come: f64 = weights
             .iter()
             .zip(&self.taus)
-            .map(|(w, tau)| {
-                let x = age_ms.max(0.0) / tau;
-                w * (1.0 + x) * (-x).exp()
-            })
+            .map(|(w, tau)| pending(*w, age_ms.max(0.0), *tau))
             .sum();
-        1.0 - pending
+        1.0 - to_come
     }
+}
+
+/// `weight` times the share of an Erlang-2 component's conversions (time constant `tau`) still
+/// to come `age_ms` after the click: `(1 + x) e^(−x)` with `x = age / τ`.
+fn pending(weight: f64, age_ms: f64, tau: f64) -> f64 {
+    let x = age_ms / tau;
+    weight * (1.0 + x) * (-x).exp()
 }
 
 #[cfg(test)]

@@ -42,19 +42,16 @@ pub fn prob_best(arms: &[LogNormal]) -> Vec<f64> {
         .iter()
         .map(|a| a.mu - 4.0 * a.sigma)
         .fold(f64::NEG_INFINITY, f64::max);
-    let mut contenders: Vec<usize> = (0..n)
+    // Per contender: (index, μ, 1/σ). Strongest first, so that a loser's product falls below
+    // the cut-off after a factor or two; and 1/σ once per rival rather than a division per
+    // factor. This loop was two thirds of a recomputation's cost.
+    let mut rivals: Vec<(usize, f64, f64)> = (0..n)
         .filter(|&i| arms[i].mu + 4.0 * arms[i].sigma >= floor)
+        .map(|j| (j, arms[j].mu, 1.0 / arms[j].sigma))
         .collect();
-    // Strongest rivals first, so that a loser's product falls below the cut-off after a factor
-    // or two; and 1/σ once per rival rather than a division per factor. This loop was two thirds
-    // of a recomputation's cost.
-    contenders.sort_by(|&a, &b| arms[b].mu.total_cmp(&arms[a].mu));
-    let rivals: Vec<(usize, f64, f64)> = contenders
-        .iter()
-        .map(|&j| (j, arms[j].mu, 1.0 / arms[j].sigma))
-        .collect();
+    rivals.sort_by(|a, b| b.1.total_cmp(&a.1));
     let mut p = vec![0.0; n];
-    for &i in &contenders {
+    for &(i, _, _) in &rivals {
         let arm = &arms[i];
         let mut total = 0.0;
         // From the highest node down: the product only falls with x, so once it has vanished
