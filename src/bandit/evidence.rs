@@ -16,7 +16,8 @@
 //!   over every finest segment) predicts each key's conversion rate; down the hierarchy
 //!   (campaign → country → device → OS → carrier) each key's departure from the prediction has
 //!   its parent's as prior, worth as many conversions as the level's keys are alike (learnt from
-//!   how far they stray from their parents), less the model's own uncertainty.
+//!   how far they stray from their siblings), less the model's own uncertainty. How hard the
+//!   model's factors are shrunk towards 1 is learnt the same way, per dimension.
 //! - Allocation: share ∝ weight^(c/(c+n)) × P(offer has the best EPC)^s (s = 2), where `n` is
 //!   the conversions the campaign's evidence is worth (the weights are a prior that fades), plus
 //!   a global exploration budget spread by weight × posterior spread.
@@ -423,6 +424,9 @@ struct CampaignEvidence {
     /// Per level: the strength of the parent's estimate as a prior, in conversions, from how far
     /// the level's keys stray from their parents.
     strength: [f64; LEVELS],
+    /// Per model dimension: the strength, in conversions, with which its factors are shrunk
+    /// towards 1, from how far the dimension's groups stray from the rest of the model.
+    factor_strength: [f64; MODEL_DIMS],
 }
 
 impl CampaignEvidence {
@@ -1131,13 +1135,21 @@ const MODEL_SWEEPS_COLD: usize = 30;
 
 /// Fits, per arm, a main-effects model of the conversion rate over the finest keys:
 /// `base × country × device × OS × carrier`, each factor a Gamma-Poisson estimate shrunk
-/// towards 1 by `prior_conversions`, by backfitting. Returns per key (every level) and arm the
-/// model's rate for the key's traffic and for the arm's own exposure in it.
+/// towards 1, by backfitting. Returns per key (every level) and arm the model's rate for the
+/// key's traffic and for the arm's own exposure in it.
 ///
 /// Why: the hierarchy alone lends a sparse segment only its parents' rates, so a segment whose
 /// device or carrier differs from its country's usual mix inherits the mix. The truth of real
 /// offers is mostly multiplicative (a GEO factor, a device factor, …), which every segment sharing
 /// a value can teach at once; the hierarchy then learns only how far each key strays from it.
+///
+/// How hard a dimension's factors are shrunk is learnt, as the hierarchy's strengths are: from how
+/// far its groups stray beyond chance (`heterogeneity`), from `prior_conversions` (groups that
+/// differ) up to `MAX_FACTOR_STRENGTH` (groups that do not). With a fixed 3 conversions, segments
+/// that differ on their own made main effects up: in a world without any, the busiest segment's
+/// own luck became its country's and device's factors, the best offer there was predicted at a
+/// third of its rate and got 1 % of a quarter of the traffic. Drift scenario, 48 seeds: 0.8775 →
+/// 0.8862 of the oracle.
 fn fit_model(
     c: &mut CampaignEvidence,
     arm_offer: &[Option<usize>],
@@ -1202,6 +1214,8 @@ fn fit_model(
     let mut factor = vec![1.0; group_keys.len()];
     let mut seen = vec![0.0; group_keys.len()];
     let mut expected = vec![0.0; group_keys.len()];
+    let shrink: [f64; MODEL_DIMS] = std::array::from_fn(|dim| c.factor_strength[dim].max(a));
+    let mut strays: [Vec<Departure>; MODEL_DIMS] = Default::default();
     for arm in 0..arms {
         let root_cr = root_prior[arm].cr;
         let Some(o) = arm_offer[arm] else {
@@ -1226,7 +1240,7 @@ fn fit_model(
         } else {
             (root_cr, MODEL_SWEEPS_COLD)
         };
-        for _ in 0..sweeps {
+        for sweep in 0..sweeps {
             let e_all: f64 = cells
                 .iter()
                 .map(|cell| cell.evidence[arm].0 * product(&cell.groups, &factor))
@@ -1245,10 +1259,19 @@ fn fit_model(
                     seen[g] += ev[arm].1;
                     expected[g] += ev[arm].0 * base * product(groups, &factor) / factor[g];
                 }
-                for (groups_of_dim, f) in factor.iter_mut().enumerate() {
+                let base_variance = 1.0 / (support_all[arm] + a);
+                for (g, f) in factor.iter_mut().enumerate() {
                     // Only the groups of this dimension took sums in this pass.
-                    if expected[groups_of_dim] > 0.0 || seen[groups_of_dim] > 0.0 {
-                        *f = (seen[groups_of_dim] + a) / (expected[groups_of_dim] + a);
+                    if expected[g] > 0.0 || seen[g] > 0.0 {
+                        *f = (seen[g] + shrink[dim]) / (expected[g] + shrink[dim]);
+                        if sweep + 1 == sweeps {
+                            strays[dim].push(Departure {
+                                seen: seen[g],
+                                expected: expected[g],
+                                model_variance: base_variance,
+                                reference_share: 0.0,
+                            });
+                        }
                     }
                 }
             }
@@ -1263,6 +1286,11 @@ fn fit_model(
         }
         for (Cell { groups, .. }, rate) in cells.iter().zip(&mut rates) {
             rate[arm] = base * product(groups, &factor);
+        }
+    }
+    for (dim, departures) in strays.iter().enumerate() {
+        if let Some(v) = heterogeneity(departures, 1.0 / MAX_FACTOR_STRENGTH, 1.0 / a) {
+            c.factor_strength[dim] = 1.0 / v;
         }
     }
     // Coarser keys: averages of their finest keys, by traffic and by the arm's exposure.
@@ -1318,6 +1346,9 @@ fn fit_model(
         .collect()
 }
 
+/// Largest strength, in conversions, with which a dimension's factors are shrunk towards 1.
+const MAX_FACTOR_STRENGTH: f64 = 200.0;
+
 /// Largest strength a level's prior gets, in conversions: the residual heterogeneity estimate is
 /// noisy, and a prior this strong already makes a key follow its parent for hundreds of its own
 /// conversions.
@@ -1326,8 +1357,16 @@ const MAX_STRENGTH: f64 = 50.0;
 /// The strength of the parent's estimate as a prior at `level`, in conversions: `1 / v`, where
 /// `v` is the squared relative spread of keys around their parents beyond Poisson noise and
 /// beyond the model's own uncertainty (`heterogeneity`), over every key and arm, with `m` the
-/// conversions the key would have at its parent's rate (the parent's evidence without the key's
-/// own, so a key that is its parent's only child does not look like it agrees with it).
+/// conversions the key would have at its siblings' rate.
+///
+/// Siblings, not the parent: a parent contains its key, so a key that is its parent's only child
+/// would look like it agrees with it. And siblings stray too: a key held against a single sibling
+/// differs from it by both their spreads, so each departure counts the share of `v` its siblings
+/// carry (`Departure::reference_share`). Without that share, the levels where segments first
+/// split came out at half the strength the world implies (drift scenario: 4-5 conversions for a
+/// per-segment spread that implies 11), segments leant on their own few conversions, and an offer
+/// that started unlucky in a busy segment stayed starved. Drift scenario, 48 seeds: 0.8862 →
+/// 0.895 of the oracle, the new offer's recovery 16,900 → 11,700 clicks.
 fn level_strength(
     c: &CampaignEvidence,
     level: usize,
@@ -1335,46 +1374,74 @@ fn level_strength(
     read: &impl Fn(&KeyState, usize) -> (f64, f64, f64),
     a: f64,
 ) -> f64 {
-    let mut departures = Vec::new();
-    // A parent's sums, read once for all its children.
-    let mut parents: Map<u64, Vec<(f64, f64)>> = Map::default();
+    // Per parent, per arm: its children with exposure, in first-seen order.
+    let mut families: Map<u64, Vec<Vec<Child>>> = Map::default();
+    let mut order = Vec::new();
     for key in &c.by_level[level] {
         let state = &c.keys[key];
-        let (Some(model), Some(parent_model), Some(parent_prior)) = (
-            c.model.get(key),
-            c.model.get(&state.parent),
-            priors.get(&state.parent),
-        ) else {
+        let (Some(model), Some(parent_prior)) = (c.model.get(key), priors.get(&state.parent))
+        else {
             continue;
         };
-        let parent = parents.entry(state.parent).or_insert_with(|| {
-            let parent = &c.keys[&state.parent];
-            (0..parent_prior.len())
-                .map(|arm| {
-                    let (e, k, _) = read(parent, arm);
-                    (e, k)
-                })
-                .collect()
+        let family = families.entry(state.parent).or_insert_with(|| {
+            order.push(state.parent);
+            vec![Vec::new(); parent_prior.len()]
         });
-        for (arm, prior) in parent_prior.iter().enumerate() {
+        for (arm, children) in family.iter_mut().enumerate() {
             let (e, k, _) = read(state, arm);
-            if e <= 0.0 {
-                continue;
+            if e > 0.0 {
+                children.push(Child {
+                    seen: k,
+                    expected: e * model[arm].1,
+                    model_variance: model[arm].2,
+                });
             }
-            let (pe, pk) = parent[arm];
-            let expected_parent = (pe * parent_model[arm].1 - e * model[arm].1).max(0.0);
-            let theta = ((pk - k).max(0.0) + a) / (expected_parent + a / prior.cr);
-            departures.push(Departure {
-                seen: k,
-                expected: e * model[arm].1 * theta,
-                model_variance: model[arm].2,
+        }
+    }
+    let mut departures = Vec::new();
+    for parent in &order {
+        for (arm, children) in families[parent].iter().enumerate() {
+            let prior_cr = priors[parent][arm].cr;
+            let (all_k, all_m, all_m2) = children.iter().fold((0.0, 0.0, 0.0), |(k, m, m2), c| {
+                (k + c.seen, m + c.expected, m2 + c.expected * c.expected)
             });
+            for &Child {
+                seen: k,
+                expected: m,
+                model_variance,
+            } in children
+            {
+                // Each key is held against its siblings, not against a parent that contains it:
+                // a key that is its parent's only child cannot stray from it.
+                let (rest_k, rest_m) = ((all_k - k).max(0.0), all_m - m);
+                if rest_m <= 1e-12 * all_m {
+                    continue;
+                }
+                let theta = (rest_k + a) / (rest_m + a / prior_cr);
+                departures.push(Departure {
+                    seen: k,
+                    expected: m * theta,
+                    // The siblings' rate is itself uncertain (Poisson) ...
+                    model_variance: model_variance + 1.0 / (rest_k + a),
+                    // ... and strays as they do: fully for a single sibling, less for many.
+                    reference_share: (all_m2 - m * m).max(0.0) / (rest_m * rest_m),
+                });
+            }
         }
     }
     match heterogeneity(&departures, 1.0 / MAX_STRENGTH, 1.0 / a) {
         Some(v) => 1.0 / v,
         None => a,
     }
+}
+
+/// One key and arm as `level_strength` gathers them under their parent.
+#[derive(Clone, Copy, Debug)]
+struct Child {
+    seen: f64,
+    /// Conversions expected at the model's rate.
+    expected: f64,
+    model_variance: f64,
 }
 
 /// One key and arm as `heterogeneity` sees it.
@@ -1386,6 +1453,9 @@ struct Departure {
     expected: f64,
     /// Squared relative uncertainty of that rate from the model's own fit.
     model_variance: f64,
+    /// What the rate expected is held against strays too, by this share of the spread sought:
+    /// 0 for a model, up to 1 for a single sibling.
+    reference_share: f64,
 }
 
 /// The squared relative spread `v` of true rates around their expectations, within `[lo, hi]`;
@@ -1406,9 +1476,10 @@ fn heterogeneity(departures: &[Departure], lo: f64, hi: f64) -> Option<f64> {
         .filter(|d| d.expected > 0.0)
         .map(|d| {
             let (k, m) = (d.seen, d.expected);
+            let scale = 1.0 + d.reference_share;
             (
-                ((k - m) * (k - m) - m) / (m * m) - d.model_variance,
-                1.0 / m + d.model_variance,
+                (((k - m) * (k - m) - m) / (m * m) - d.model_variance) / scale,
+                (1.0 / m + d.model_variance) / scale,
             )
         })
         .collect();
@@ -1477,6 +1548,7 @@ mod heterogeneity_tests {
                     seen: poisson(rate, &mut rng),
                     expected: m,
                     model_variance: 0.0,
+                    reference_share: 0.0,
                 }
             })
             .collect();
@@ -1492,6 +1564,7 @@ mod heterogeneity_tests {
                 seen: poisson(3.0, &mut rng),
                 expected: 3.0,
                 model_variance: 0.0,
+                reference_share: 0.0,
             })
             .collect();
         for _ in 0..3 {
@@ -1499,6 +1572,7 @@ mod heterogeneity_tests {
                 seen: 7_500.0,
                 expected: 5_000.0,
                 model_variance: 0.0,
+                reference_share: 0.0,
             });
         }
         // Weighted by m², the three would give their own 0.25 (a prior of 4 conversions).
@@ -1518,6 +1592,7 @@ mod heterogeneity_tests {
                     seen: poisson(rate, &mut rng),
                     expected: m,
                     model_variance,
+                    reference_share: 0.0,
                 }
             })
             .collect();
@@ -1526,14 +1601,123 @@ mod heterogeneity_tests {
     }
 
     #[test]
+    fn keys_held_against_a_single_sibling_give_back_their_own_spread_not_twice_it() {
+        let mut rng = StdRng::seed_from_u64(17);
+        let sigma: f64 = 0.3;
+        let truth = (sigma * sigma).exp() - 1.0;
+        let (a, m) = (3.0, 200.0);
+        let mut departures = Vec::new();
+        for _ in 0..1500 {
+            let seen: Vec<f64> = (0..2)
+                .map(|_| {
+                    poisson(
+                        m * (sigma * normal(&mut rng) - sigma * sigma / 2.0).exp(),
+                        &mut rng,
+                    )
+                })
+                .collect();
+            for (key, sibling) in [(0, 1), (1, 0)] {
+                departures.push(Departure {
+                    seen: seen[key],
+                    expected: m * (seen[sibling] + a) / (m + a),
+                    model_variance: 1.0 / (seen[sibling] + a),
+                    reference_share: 1.0,
+                });
+            }
+        }
+        // The sibling's estimate sits in the denominator, so what is left is biased up a little.
+        let v = heterogeneity(&departures, 1e-4, 1.0).unwrap();
+        assert!(v > 0.8 * truth && v < 1.3 * truth, "{v} vs {truth}");
+        // Read as if the sibling were a model that does not stray, the pair's spread doubles.
+        for d in &mut departures {
+            d.reference_share = 0.0;
+        }
+        let doubled = heterogeneity(&departures, 1e-4, 1.0).unwrap();
+        assert!(doubled > 1.8 * v, "{doubled} vs {v}");
+    }
+
+    #[test]
     fn keys_without_exposure_give_no_estimate() {
         let none = [Departure {
             seen: 0.0,
             expected: 0.0,
             model_variance: 0.1,
+            reference_share: 0.0,
         }];
         assert_eq!(heterogeneity(&none, 0.02, 0.3), None);
         assert_eq!(heterogeneity(&[], 0.02, 0.3), None);
+    }
+}
+
+#[cfg(test)]
+mod model_tests {
+    use super::{ArmSpec, BanditConfig, CampaignSpec, Evidence};
+    use crate::bandit::segment::Segment;
+    use crate::bandit::sim::policies::normal;
+    use crate::visitor::{Device, Os};
+    use rand::rngs::StdRng;
+    use rand::{RngExt, SeedableRng};
+
+    /// Strength of each model dimension's shrinkage after 48 segments (6 countries, 2 devices,
+    /// 2 OSes, 2 carriers) of 2,000 clicks each, converting one second later at 3 % times a
+    /// per-country factor of spread `country_spread` and a per-segment one of `segment_spread`.
+    fn factor_strengths(country_spread: f64, segment_spread: f64) -> [f64; 4] {
+        let mut rng = StdRng::seed_from_u64(23);
+        let mut e = Evidence::new(BanditConfig {
+            time_half_life_ms: 1e15,
+            click_half_life: 1e12,
+            ..BanditConfig::default()
+        });
+        for country in ["US", "DE", "GB", "BR", "IN", "FR"] {
+            let by_country = (country_spread * normal(&mut rng)).exp();
+            for device in [Device::Phone, Device::Desktop] {
+                for os in [Os::Android, Os::Windows] {
+                    for carrier in ["Verizon", "Vodafone"] {
+                        let segment = Segment {
+                            country: Some(country.into()),
+                            device,
+                            os,
+                            carrier: Some(carrier.into()),
+                        };
+                        let cr = 0.03 * by_country * (segment_spread * normal(&mut rng)).exp();
+                        for _ in 0..2_000 {
+                            e.record_click("c", "a", &segment, 0);
+                            if rng.random::<f64>() < cr {
+                                e.record_conversion("c", "a", &segment, 1.0, 0, 1_000);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let spec = CampaignSpec {
+            id: "c".into(),
+            arms: vec![ArmSpec {
+                offer: "a".into(),
+                fallback: 0,
+                weight: 1.0,
+                payout: 1.0,
+            }],
+        };
+        // The first fit starts from the least strength; later ones use what it measured.
+        for minute in 1..4 {
+            e.recompute(std::slice::from_ref(&spec), minute * 60_000);
+        }
+        e.campaigns["c"].factor_strength
+    }
+
+    #[test]
+    fn segments_that_stray_on_their_own_do_not_make_main_effects_up() {
+        // Each country's factor would be fitted from the noise of its eight segments.
+        let strengths = factor_strengths(0.0, 0.3);
+        assert!(strengths.iter().all(|&s| s >= 30.0), "{strengths:?}");
+    }
+
+    #[test]
+    fn a_real_country_effect_is_fitted_freely() {
+        let strengths = factor_strengths(0.6, 0.1);
+        assert!(strengths[0] <= 5.0, "{strengths:?}");
+        assert!(strengths[1..].iter().all(|&s| s >= 30.0), "{strengths:?}");
     }
 }
 
