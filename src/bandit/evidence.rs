@@ -422,7 +422,7 @@ struct CampaignEvidence {
     /// own exposure there (the two differ at coarse keys, whose mix of finer segments differs).
     model: Map<u64, Vec<(f64, f64, f64)>>,
     /// Per level: the strength of the parent's estimate as a prior, in conversions, from how far
-    /// the level's keys stray from their parents.
+    /// the level's keys stray from their siblings.
     strength: [f64; LEVELS],
     /// Per model dimension: the strength, in conversions, with which its factors are shrunk
     /// towards 1, from how far the dimension's groups stray from the rest of the model.
@@ -515,6 +515,24 @@ impl CampaignEvidence {
             }
             _ => prior.weights(),
         }
+    }
+
+    /// `exposure_weights` per arm of `spec`; an offer never seen takes `prior`'s. Worked out
+    /// once per recomputation: the change detector and the tables must read exposure alike.
+    fn arm_exposure_weights(
+        &self,
+        spec: &CampaignSpec,
+        prior: &DelayModel,
+        prior_count: f64,
+        now_ms: i64,
+    ) -> Vec<[f64; SCALES]> {
+        spec.arms
+            .iter()
+            .map(|a| match self.offer_index.get(&a.offer) {
+                Some(&o) => self.exposure_weights(o, prior, prior_count, now_ms),
+                None => prior.weights(),
+            })
+            .collect()
     }
 }
 
@@ -746,24 +764,30 @@ impl Evidence {
                 .collect();
             let segments = match self.campaigns.get_mut(&spec.id) {
                 Some(c) => {
+                    let weights = c.arm_exposure_weights(
+                        spec,
+                        &self.delay_prior,
+                        self.config.delay_prior_count,
+                        now_ms,
+                    );
                     let (changed, recent_paid) = detect_changes(
                         c,
                         spec,
+                        &weights,
                         now_ms,
                         &self.config,
                         &self.recent_config,
                         &self.whole_config,
-                        &self.delay_prior,
                     );
                     self.changes += changed;
                     campaign_tables(
                         c,
                         spec,
+                        &weights,
                         &recent_paid,
                         now_ms,
                         full || changed > 0,
                         &self.config,
-                        &self.delay_prior,
                     )
                 }
                 None => Map::default(),
@@ -791,23 +815,22 @@ impl Evidence {
 fn detect_changes(
     c: &mut CampaignEvidence,
     spec: &CampaignSpec,
+    weights: &[[f64; SCALES]],
     now_ms: i64,
     config: &BanditConfig,
     recent_config: &BanditConfig,
     whole_config: &BanditConfig,
-    delay_prior: &DelayModel,
 ) -> (u64, Vec<(f64, f64)>) {
     let mut changed = 0;
     let mut recent_paid = vec![(0.0, 0.0); spec.arms.len()];
     // Only offers that get traffic: a paused or capped one's recent memory only empties.
-    for (arm, paid) in spec.arms.iter().zip(&mut recent_paid) {
+    for ((arm, paid), weights) in spec.arms.iter().zip(&mut recent_paid).zip(weights) {
         let Some(&o) = c.offer_index.get(&arm.offer) else {
             continue;
         };
         let span = c.spans[o];
-        let weights = c.exposure_weights(o, delay_prior, config.delay_prior_count, now_ms);
-        let (el, kl, rl, sql) = c.whole[o].read_all(now_ms, whole_config, &span, &weights);
-        let (es, ks, rs, _) = c.recent[o].read_all(now_ms, recent_config, &span, &weights);
+        let (el, kl, rl, sql) = c.whole[o].read_all(now_ms, whole_config, &span, weights);
+        let (es, ks, rs, _) = c.recent[o].read_all(now_ms, recent_config, &span, weights);
         *paid = (ks, rs);
         if kl < CHANGE_MIN_CONVERSIONS || el <= 0.0 {
             continue;
@@ -896,11 +919,11 @@ struct Prior {
 fn campaign_tables(
     c: &mut CampaignEvidence,
     spec: &CampaignSpec,
+    weights: &[[f64; SCALES]],
     recent_paid: &[(f64, f64)],
     now_ms: i64,
     full: bool,
     config: &BanditConfig,
-    delay_prior: &DelayModel,
 ) -> Map<u64, Arc<SegmentTable>> {
     let full = full || c.cache_arms != spec.arms;
     let arm_offer: Vec<Option<usize>> = spec
@@ -908,29 +931,15 @@ fn campaign_tables(
         .iter()
         .map(|a| c.offer_index.get(&a.offer).copied())
         .collect();
-    let weights: Vec<[f64; SCALES]> = arm_offer
-        .iter()
-        .map(|o| match o {
-            Some(o) => c.exposure_weights(*o, delay_prior, config.delay_prior_count, now_ms),
-            None => delay_prior.weights(),
-        })
-        .collect();
-    let spans: Vec<Span> = arm_offer
-        .iter()
-        .map(|o| match o {
-            Some(o) => c.spans[*o],
-            None => Span {
-                taus: *delay_prior.taus(),
-                memory_ms: 0.0,
-            },
-        })
-        .collect();
+    // Copied out of `c`, which the fit below needs mutably while `read` is in use.
+    let spans: Vec<Option<Span>> = arm_offer.iter().map(|o| o.map(|o| c.spans[o])).collect();
     let read = |state: &KeyState, arm: usize| -> (f64, f64, f64) {
-        arm_offer[arm]
-            .and_then(|o| state.stats.get(o))
-            .map_or((0.0, 0.0, 0.0), |s| {
-                s.read(now_ms, config, &spans[arm], &weights[arm])
-            })
+        match (arm_offer[arm], spans[arm]) {
+            (Some(o), Some(span)) => state.stats.get(o).map_or((0.0, 0.0, 0.0), |s| {
+                s.read(now_ms, config, &span, &weights[arm])
+            }),
+            _ => (0.0, 0.0, 0.0),
+        }
     };
     let a = config.prior_conversions;
     let p = config.payout_prior_conversions;
@@ -1363,7 +1372,7 @@ const MAX_STRENGTH: f64 = 50.0;
 /// would look like it agrees with it. And siblings stray too: a key held against a single sibling
 /// differs from it by both their spreads, so each departure counts the share of `v` its siblings
 /// carry (`Departure::reference_share`). Without that share, the levels where segments first
-/// split came out at half the strength the world implies (drift scenario: 4-5 conversions for a
+/// split came out at half the strength the world implies (drift scenario: 4–6 conversions for a
 /// per-segment spread that implies 11), segments leant on their own few conversions, and an offer
 /// that started unlucky in a busy segment stayed starved. Drift scenario, 48 seeds: 0.8862 →
 /// 0.895 of the oracle, the new offer's recovery 16,900 → 11,700 clicks.
@@ -1462,7 +1471,8 @@ struct Departure {
 /// `None` without a key that has any exposure.
 ///
 /// Each key gives an unbiased estimate of `v`: `((k − m)² − m) / m² − model_variance`, whose noise
-/// goes as `1 / m + model_variance + v` (Poisson, the model's error, the spread itself). They are
+/// goes as `1 / m + model_variance + v` (Poisson, the model's error, the spread itself), both
+/// divided by `1 + reference_share` when what `m` is taken from strays as well. They are
 /// averaged by the inverse square of that noise, and `v` is solved for, since the weights depend
 /// on it (iterating the weighted mean instead can settle in a cycle). Weighting by `m²` (the plain
 /// moment estimate) let a handful of a campaign's busiest keys set the strength for hundreds of
