@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs `smartlink simulate` over seeds 1..K and summarises each policy's figures over the seeds:
 # mean/min/max of ratio, second_half_ratio, regret relative to the baselines, earnings relative to
-# thompson-cr, and clicks_to_90 per drift; and the mean ratio over each tenth of the horizon.
+# thompson-cr, and clicks_to_90 per drift; and the mean ratio over each tenth of the horizon and,
+# over the second half, per tier of segments ranked by traffic.
 #
 #   bench/simulate-seeds.sh SCENARIO [K] [POLICY]
 #
@@ -64,6 +65,14 @@ for name in names:
     print(f"  second_half_ratio  {stats([p['second_half_ratio'] for p in rows])}")
     tenths = [statistics.mean(p["ratio_by_tenth"][t] for p in rows) for t in range(10)]
     print(f"  ratio by tenth     {' '.join(f'{v:.3f}' for v in tenths)}")
+    tiers = rows[0].get("second_half_by_tier", [])
+    if tiers:
+        cells = []
+        for t, tier in enumerate(tiers):
+            share = statistics.mean(p["second_half_by_tier"][t]["traffic"] for p in rows)
+            value = statistics.mean(p["second_half_by_tier"][t]["ratio"] for p in rows)
+            cells.append(f"{tier['segments']}: {value:.3f} ({share:.0%})")
+        print(f"  second half by segment rank (traffic)  {', '.join(cells)}")
     for base in ("epsilon-greedy", "ucb1"):
         if base != name and all(by(r, base) for r in runs):
             print(f"  regret / {base:<9} {stats([p['regret'] / by(r, base)['regret'] for p, r in zip(rows, runs)])}")

@@ -327,6 +327,23 @@ fn the_ratio_by_tenth_shows_the_bandit_learning_and_weighs_up_to_the_whole_ratio
 }
 
 #[test]
+fn the_second_half_is_broken_down_by_segments_ranked_by_traffic() {
+    let report = sim::run(small(), &["uniform"], 1).unwrap();
+    let tiers = &report.policies[0].second_half_by_tier;
+    let names: Vec<&str> = tiers.iter().map(|t| t.segments.as_str()).collect();
+    assert_eq!(names, ["1", "2-3", "4"]);
+    // Shares 5, 3, 2 and 1 of 11: the busiest segment alone is the first tier.
+    assert!((tiers[0].traffic - 5.0 / 11.0).abs() < 0.02, "{tiers:?}");
+    assert!((tiers[1].traffic - 5.0 / 11.0).abs() < 0.02, "{tiers:?}");
+    let clicks: f64 = tiers.iter().map(|t| t.traffic).sum();
+    assert!((clicks - 1.0).abs() < 1e-3, "{tiers:?}");
+    assert!(
+        tiers.iter().all(|t| t.ratio > 0.0 && t.ratio <= 1.0),
+        "{tiers:?}"
+    );
+}
+
+#[test]
 fn a_bad_scenario_names_the_field() {
     let err = Scenario::parse("horizon = 10\nclicks_per_second = 1\n[[segment]]\nshare = 1\n[[offer]]\nid = \"a\"\npayout = 1\ncr = 2\n")
         .unwrap_err();

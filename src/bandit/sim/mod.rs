@@ -48,8 +48,20 @@ pub struct PolicyReport {
     /// `ratio` over each tenth of the horizon, in order: how fast the policy learns and where it
     /// settles.
     pub ratio_by_tenth: Vec<f64>,
+    /// `ratio` over the second half per tier of segments ranked by traffic (the busiest one, the
+    /// next two, the next four, ...): where a policy that has settled still loses.
+    pub second_half_by_tier: Vec<Tier>,
     pub regret: f64,
     pub recovery: Vec<Recovery>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Tier {
+    /// Ranks of the tier's segments by traffic share, 1 the busiest: `"1"`, `"2-3"`, `"4-7"`, ...
+    pub segments: String,
+    /// Share of the second half's clicks that came from these segments.
+    pub traffic: f64,
+    pub ratio: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -70,6 +82,9 @@ struct World {
     visitors: Vec<Visitor>,
     /// Cumulative traffic shares, for drawing a segment.
     cumulative: Vec<f64>,
+    /// Tier of each segment by its traffic share (see `Tier`): 0 for the busiest, then
+    /// ⌊log2(rank)⌋.
+    tier: Vec<usize>,
     /// Base true conversion rate per segment × offer.
     cr: Vec<f64>,
     /// Whether the offer may serve the segment at all (its `countries`).
@@ -135,6 +150,12 @@ impl World {
         for (_, w) in &segments {
             sum += w / total;
             cumulative.push(sum);
+        }
+        let mut by_share: Vec<usize> = (0..segments.len()).collect();
+        by_share.sort_by(|&a, &b| segments[b].1.total_cmp(&segments[a].1).then(a.cmp(&b)));
+        let mut tier = vec![0; segments.len()];
+        for (rank, &s) in by_share.iter().enumerate() {
+            tier[s] = (rank + 1).ilog2() as usize;
         }
         let offers = &scenario.offer;
         let mut cr = vec![0.0; segments.len() * offers.len()];
@@ -213,6 +234,7 @@ impl World {
             segments: segments.into_iter().map(|(s, _)| s).collect(),
             visitors,
             cumulative,
+            tier,
             cr,
             allowed,
             campaign,
@@ -370,6 +392,7 @@ fn run_one(
     let mut seq = 0u64;
     let mut next_refresh = 0i64;
     let mut earned = Vec::with_capacity(sc.horizon as usize);
+    let mut segment_of = Vec::with_capacity(sc.horizon as usize);
     let mut oracle = Vec::with_capacity(sc.horizon as usize);
     let mut realised = 0.0;
     let mut eligible = Vec::with_capacity(n_offers);
@@ -438,6 +461,7 @@ fn run_one(
             .cumulative
             .partition_point(|&c| c <= u)
             .min(world.segments.len() - 1);
+        segment_of.push(s);
         eligible.clear();
         eligible.extend((0..n_offers).filter(|&o| available[o] && world.allowed[s * n_offers + o]));
         let epc = |o: usize| (world.cr[s * n_offers + o] * cr_factor[o]).min(1.0) * payout[o];
@@ -484,6 +508,31 @@ fn run_one(
     let ratio_by_tenth = (0..10)
         .map(|t| ratio_over(t * n / 10..(t + 1) * n / 10))
         .collect();
+    let tiers = world.tier.iter().max().map_or(0, |t| t + 1);
+    let mut by_tier = vec![(0u64, 0.0, 0.0); tiers];
+    for c in n / 2..n {
+        let t = &mut by_tier[world.tier[segment_of[c]]];
+        t.0 += 1;
+        t.1 += earned[c];
+        t.2 += oracle[c];
+    }
+    let second_half_by_tier = by_tier
+        .iter()
+        .enumerate()
+        .map(|(t, &(clicks, e, o))| {
+            let first = 1usize << t;
+            let last = ((first << 1) - 1).min(world.segments.len());
+            Tier {
+                segments: if first == last {
+                    first.to_string()
+                } else {
+                    format!("{first}-{last}")
+                },
+                traffic: ratio(clicks as f64, (n - n / 2) as f64),
+                ratio: ratio(e, o),
+            }
+        })
+        .collect();
     drift_marks.sort();
     let window = sc.window.unwrap_or((sc.horizon / 50).max(100));
     let recovery = drift_marks
@@ -506,6 +555,7 @@ fn run_one(
         ratio: ratio(total_earned, total_oracle),
         second_half_ratio,
         ratio_by_tenth,
+        second_half_by_tier,
         regret: round2(total_oracle - total_earned),
         recovery,
     }
