@@ -241,10 +241,14 @@ impl Stat {
     }
 
     fn click(&mut self, at_ms: i64, config: &BanditConfig, span: &Span) {
+        self.click_weighted(at_ms, config, span, 1.0);
+    }
+
+    fn click_weighted(&mut self, at_ms: i64, config: &BanditConfig, span: &Span, weight: f64) {
         self.advance(at_ms, config, span);
-        self.clicks += 1.0;
+        self.clicks += weight;
         for p in &mut self.pending {
-            *p += 1.0;
+            *p += weight;
         }
         self.count += 1.0;
         self.rate =
@@ -402,6 +406,19 @@ struct CampaignEvidence {
     /// Per offer, campaign-wide: the recent past alone (fast fading), which the change
     /// detector holds against the long memory of the root key.
     recent: Vec<Stat>,
+    /// Per offer: its recent clicks (memory as `recent`), each counted as the conversion rate the
+    /// tables gave its segment when it was made, so that reading it gives the conversions the
+    /// recent past should have brought. The change detector holds `recent` against it.
+    ///
+    /// Why per click: holding the recent rate against the long memory's rate took a shift of the
+    /// offer's traffic between segments that convert differently for a change. On the drift
+    /// scenario an offer that spread to new segments was cut at clicks 96,550 and 101,150 (seeds
+    /// 1 and 2), and one was cut at click 32,000 with nothing changed (seed 1).
+    predicted: Vec<Stat>,
+    /// The conversion rate per offer (index of `offers`; NaN for one not in the tables) in the
+    /// latest tables, for the finest keys and the root, which stands in for a segment not seen at
+    /// the last recomputation.
+    predicted_rate: Map<u64, Vec<f64>>,
     /// Per offer: payout per conversion over its last few conversions (an average that gives
     /// each new one a fifth of the weight): the price a detected payout change re-prices to.
     last_payout: Vec<Option<f64>>,
@@ -437,6 +454,7 @@ impl CampaignEvidence {
         self.offers.push(offer.to_string());
         self.first_click_ms.push(i64::MAX);
         self.recent.push(Stat::new(0));
+        self.predicted.push(Stat::new(0));
         self.last_payout.push(None);
         self.whole.push(Stat::new(0));
         self.delays.push(DelayModel::new(
@@ -606,6 +624,24 @@ impl Evidence {
         c.first_click_ms[o] = c.first_click_ms[o].min(at_ms);
         c.recent[o].click(at_ms, &self.recent_config, &span);
         c.whole[o].click(at_ms, &self.whole_config, &span);
+        // An offer the tables have not priced yet (new since the last recomputation) is taken at
+        // the rate its long memory shows, or its conversions would all look like news.
+        let keys = segment.keys();
+        let rate = [keys[LEVELS - 1], keys[0]]
+            .iter()
+            .find_map(|key| {
+                let rate = *c.predicted_rate.get(key)?.get(o)?;
+                (!rate.is_nan()).then_some(rate)
+            })
+            .unwrap_or_else(|| {
+                let w = &c.whole[o];
+                if w.clicks > 0.0 {
+                    w.conversions / w.clicks
+                } else {
+                    0.0
+                }
+            });
+        c.predicted[o].click_weighted(at_ms, &self.recent_config, &span, rate);
         for key in c.touch(segment, o, at_ms) {
             let state = c.keys.get_mut(&key).expect("touched");
             state.stats[o].click(at_ms, config, &span);
@@ -800,9 +836,9 @@ impl Evidence {
     }
 }
 
-/// Looks, per offer, for a change the fading would take long to follow: the campaign-wide
-/// conversion rate or payout per conversion of the recent past (`recent`) against the long
-/// memory of the root key. A shift of the conversion rate by more than `change_z` standard errors
+/// Looks, per offer, for a change the fading would take long to follow: the conversions of the
+/// recent past (`recent`) against those the tables predicted for its clicks (`predicted`), and its
+/// payout per conversion against the long memory's (`whole`). A shift of the conversion rate by more than `change_z` standard errors
 /// keeps only `change_keep` of the offer's old evidence in every key, so a broken landing page is
 /// followed within the few hundred clicks it takes to show, not within the half-lives. A shift of
 /// the payout alone keeps every conversion and re-prices it at the recent payout: the old clicks
@@ -830,12 +866,12 @@ fn detect_changes(
         };
         let span = c.spans[o];
         let (el, kl, rl, sql) = c.whole[o].read_all(now_ms, whole_config, &span, weights);
-        let (es, ks, rs, _) = c.recent[o].read_all(now_ms, recent_config, &span, weights);
+        let (_, ks, rs, _) = c.recent[o].read_all(now_ms, recent_config, &span, weights);
         *paid = (ks, rs);
         if kl < CHANGE_MIN_CONVERSIONS || el <= 0.0 {
             continue;
         }
-        let expected = es * kl / el;
+        let (expected, _, _, _) = c.predicted[o].read_all(now_ms, recent_config, &span, weights);
         let z_rate = if expected.max(ks) >= CHANGE_MIN_CONVERSIONS {
             (ks - expected) / (expected + 1.0).sqrt()
         } else {
@@ -891,6 +927,8 @@ fn detect_changes(
             c.whole[o].scale(config.change_keep);
             c.recent[o].advance(now_ms, recent_config, &span);
             c.recent[o].scale(config.change_keep);
+            c.predicted[o].advance(now_ms, recent_config, &span);
+            c.predicted[o].scale(config.change_keep);
             *paid = (ks * config.change_keep, rs * config.change_keep);
             changed += 1;
         }
@@ -1062,6 +1100,18 @@ fn campaign_tables(
                     rate / traffic_rate.max(1e-12),
                     payout,
                 ));
+            }
+            // The change detector's predictions: `cr` is relative to the model, whose exposure
+            // rate makes it conversions per click that has had time to convert. Offers out of
+            // the tables (paused, capped) are NaN: unknown, not zero.
+            if level == 0 || level == LEVELS - 1 {
+                let mut rates = vec![f64::NAN; c.offers.len()];
+                for (arm, o) in arm_offer.iter().enumerate() {
+                    if let Some(o) = *o {
+                        rates[o] = own[arm].cr * model[arm].1;
+                    }
+                }
+                c.predicted_rate.insert(key, rates);
             }
             priors.insert(key, own);
             if level == 0 {

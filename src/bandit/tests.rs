@@ -378,6 +378,56 @@ fn a_halved_payout_is_detected_and_followed_within_a_few_thousand_clicks() {
 }
 
 #[test]
+fn an_offer_moving_to_segments_that_convert_better_is_not_a_change_but_a_real_one_is() {
+    // A converts at 1 % in the US and 10 % in Germany; its traffic moves from mostly American
+    // to mostly German. Its campaign-wide rate rises fivefold with nothing changed.
+    let c = sim_campaign("c", &[("a", 1.0), ("b", 1.0)]);
+    let payouts = [2.0, 2.0];
+    let at = |country: &str| {
+        Segment::of(&Visitor {
+            country: Some(country.into()),
+            ..visitor()
+        })
+    };
+    let (us, de) = (at("US"), at("DE"));
+    // Evidence that hardly fades, so only the detector can follow the real change at the end.
+    let mut e = Evidence::new(slow_fading());
+    let mut clicks = 0u64;
+    let mut second = |e: &mut Evidence, now: i64, us_clicks: u32, de_clicks: u32, de_every: u64| {
+        for (seg, n, every) in [(&us, us_clicks, 100), (&de, de_clicks, de_every)] {
+            for _ in 0..n {
+                clicks += 1;
+                for (offer, every) in [("a", every), ("b", 20)] {
+                    e.record_click("c", offer, seg, now);
+                    if clicks.is_multiple_of(every) {
+                        e.record_conversion("c", offer, seg, 2.0, now, now + 1_000);
+                    }
+                }
+            }
+        }
+        if now % 10_000 == 0 {
+            e.recompute(&[spec(&c, &payouts)], now);
+        }
+    };
+    let mut now = 0;
+    for _ in 0..600 {
+        second(&mut e, now, 20, 2, 10);
+        now += 1_000;
+    }
+    for _ in 0..400 {
+        second(&mut e, now, 2, 20, 10);
+        now += 1_000;
+    }
+    assert_eq!(e.changes_detected(), 0);
+    // Then A's German rate halves: that is news.
+    for _ in 0..400 {
+        second(&mut e, now, 2, 20, 20);
+        now += 1_000;
+    }
+    assert!(e.changes_detected() >= 1);
+}
+
+#[test]
 fn a_payout_change_reprices_the_conversions_seen_instead_of_forgetting_them() {
     // Only the payout moves, so what the old conversions say of the conversion rate still
     // holds: the evidence keeps (nearly) all its conversions, now valued near the new payout.
