@@ -404,7 +404,7 @@ struct CampaignEvidence {
     /// Per offer, campaign-wide, with the change detector's long memory.
     whole: Vec<Stat>,
     /// Per offer, campaign-wide: the recent past alone (fast fading), which the change
-    /// detector holds against the long memory of the root key.
+    /// detector holds against `predicted` (its conversions) and `whole` (its payout).
     recent: Vec<Stat>,
     /// Per offer: its recent clicks (memory as `recent`), each counted as the conversion rate the
     /// tables gave its segment when it was made, so that reading it gives the conversions the
@@ -837,13 +837,14 @@ impl Evidence {
 }
 
 /// Looks, per offer, for a change the fading would take long to follow: the conversions of the
-/// recent past (`recent`) against those the tables predicted for its clicks (`predicted`), and its
-/// payout per conversion against the long memory's (`whole`). A shift of the conversion rate by more than `change_z` standard errors
-/// keeps only `change_keep` of the offer's old evidence in every key, so a broken landing page is
-/// followed within the few hundred clicks it takes to show, not within the half-lives. A shift of
-/// the payout alone keeps every conversion and re-prices it at the recent payout: the old clicks
-/// still tell the conversion rate, and cutting them would make a repriced offer look uncertain
-/// (and so worth exploring) when only its price is news.
+/// recent past (`recent`) against those the tables predicted for its clicks (`predicted`), and
+/// its payout per conversion against the long memory's (`whole`). A shift of the conversion rate
+/// by more than `change_z` standard errors keeps only `change_keep` of the offer's old evidence in
+/// every key, so a broken landing page is followed within the few hundred clicks it takes to
+/// show, not within the half-lives. A shift of the payout alone keeps every conversion and
+/// re-prices it at the recent payout: the old clicks still tell the conversion rate, and cutting
+/// them would make a repriced offer look uncertain (and so worth exploring) when only its price is
+/// news.
 /// Returns the number of offers cut, and per arm of `spec` the recent memory's (conversions,
 /// revenue) as left after any cut: the configured payout is only a prior, and what the recent
 /// past paid per conversion replaces it, so a payout the network changed is not pulled back to
