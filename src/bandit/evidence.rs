@@ -244,6 +244,7 @@ impl Stat {
         self.click_weighted(at_ms, config, span, 1.0);
     }
 
+    /// A click counted as `weight` clicks; the click-count fading still advances by one.
     fn click_weighted(&mut self, at_ms: i64, config: &BanditConfig, span: &Span, weight: f64) {
         self.advance(at_ms, config, span);
         self.clicks += weight;
@@ -535,6 +536,27 @@ impl CampaignEvidence {
         }
     }
 
+    /// The conversion rate the latest tables give offer `o` in the segment of `keys`: its finest
+    /// key's, else the root's (a segment new since the last recomputation). An offer the tables
+    /// have not priced yet is taken at the rate its long memory shows, or its conversions would
+    /// all look like news to the change detector.
+    fn prediction(&self, keys: &[u64; LEVELS], o: usize) -> f64 {
+        [keys[LEVELS - 1], keys[0]]
+            .iter()
+            .find_map(|key| {
+                let rate = *self.predicted_rate.get(key)?.get(o)?;
+                (!rate.is_nan()).then_some(rate)
+            })
+            .unwrap_or_else(|| {
+                let w = &self.whole[o];
+                if w.clicks > 0.0 {
+                    w.conversions / w.clicks
+                } else {
+                    0.0
+                }
+            })
+    }
+
     /// `exposure_weights` per arm of `spec`; an offer never seen takes `prior`'s. Worked out
     /// once per recomputation: the change detector and the tables must read exposure alike.
     fn arm_exposure_weights(
@@ -624,29 +646,14 @@ impl Evidence {
         c.first_click_ms[o] = c.first_click_ms[o].min(at_ms);
         c.recent[o].click(at_ms, &self.recent_config, &span);
         c.whole[o].click(at_ms, &self.whole_config, &span);
-        // An offer the tables have not priced yet (new since the last recomputation) is taken at
-        // the rate its long memory shows, or its conversions would all look like news.
-        let keys = segment.keys();
-        let rate = [keys[LEVELS - 1], keys[0]]
-            .iter()
-            .find_map(|key| {
-                let rate = *c.predicted_rate.get(key)?.get(o)?;
-                (!rate.is_nan()).then_some(rate)
-            })
-            .unwrap_or_else(|| {
-                let w = &c.whole[o];
-                if w.clicks > 0.0 {
-                    w.conversions / w.clicks
-                } else {
-                    0.0
-                }
-            });
-        c.predicted[o].click_weighted(at_ms, &self.recent_config, &span, rate);
-        for key in c.touch(segment, o, at_ms) {
+        let keys = c.touch(segment, o, at_ms);
+        for key in keys {
             let state = c.keys.get_mut(&key).expect("touched");
             state.stats[o].click(at_ms, config, &span);
             state.dirty = true;
         }
+        let rate = c.prediction(&keys, o);
+        c.predicted[o].click_weighted(at_ms, &self.recent_config, &span, rate);
     }
 
     /// An approved conversion worth `payout` (base currency) for a click made at `click_at_ms`.
