@@ -20,7 +20,8 @@
 //!   model's factors are shrunk towards 1 is learnt the same way, per dimension.
 //! - Allocation: share ∝ weight^(c/(c+n)) × P(offer has the best EPC)^s (s = 2), where `n` is
 //!   the conversions the campaign's evidence is worth (the weights are a prior that fades), plus
-//!   a global exploration budget spread by weight × posterior spread.
+//!   a global exploration budget spread by weight × posterior spread, cut for offers that even
+//!   one spread above their expectation fall short of the leader.
 
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
@@ -1154,11 +1155,25 @@ fn campaign_tables(
                     .zip(&best)
                     .map(|(arm, pb)| arm.weight.powf(lambda) * pb.powf(gamma))
                     .collect();
+                // The budget goes where it can still change the decision: an offer whose
+                // optimistic value (`EXPLORE_REACH` posterior spreads above its expected log
+                // EPC) falls short of the leader's expected value gets its share cut by that
+                // shortfall, so clicks are not spent confirming that a clear loser loses. Large
+                // scenario, seeds 1-4: 0.874 / 0.933 of the oracle (whole run / second half) ->
+                // 0.882 / 0.937, every seed's whole run better; drift, 48 seeds: 0.895 / 0.929
+                // -> 0.895 / 0.928.
+                let leader = posteriors
+                    .iter()
+                    .map(|p| p.mu)
+                    .fold(f64::NEG_INFINITY, f64::max);
                 let explore = spec
                     .arms
                     .iter()
                     .zip(&posteriors)
-                    .map(|(arm, post)| arm.weight * post.sigma)
+                    .map(|(arm, post)| {
+                        let shortfall = (leader - post.mu - EXPLORE_REACH * post.sigma).max(0.0);
+                        arm.weight * post.sigma * (-shortfall).exp()
+                    })
                     .collect();
                 Arc::new(SegmentTable::new(
                     exploit,
@@ -1412,6 +1427,11 @@ fn fit_model(
         })
         .collect()
 }
+
+/// How many posterior spreads above its expected log EPC an offer's earnings may plausibly lie
+/// when the exploration budget asks whether it could still be the best. Two gave the same
+/// figures on the drift scenario (48 seeds); one is what the large scenario was measured with.
+const EXPLORE_REACH: f64 = 1.0;
 
 /// Largest strength, in conversions, with which a dimension's factors are shrunk towards 1.
 const MAX_FACTOR_STRENGTH: f64 = 200.0;

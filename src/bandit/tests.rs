@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
+use super::segment::LEVELS;
 use super::sim::{self, sim_campaign, Scenario};
 use super::*;
 use crate::rules::Campaign;
@@ -566,4 +567,23 @@ fn probability_matching_is_sharpened_towards_the_likelier_better_offer() {
     let sharpened = share_of_a(BanditConfig::default().sharpen);
     assert!(matching > 0.55 && matching < 0.9, "{matching}");
     assert!(sharpened > matching + 0.05, "{sharpened} vs {matching}");
+}
+
+#[test]
+fn the_exploration_budget_goes_to_offers_that_could_still_be_best_not_to_clear_losers() {
+    // A converts at 5 %, C at 4.5 %: C might still be the better. B converts at 1 %: with the
+    // fewest conversions it is the least certain, and by spread alone it would get the most of
+    // the exploration budget.
+    let c = sim_campaign("c", &[("a", 1.0), ("b", 1.0), ("c", 1.0)]);
+    let mut e = Evidence::new(slow_fading());
+    feed(&mut e, &c, 0, 2_000, 100, 1.0, 0);
+    feed(&mut e, &c, 1, 2_000, 20, 1.0, 0);
+    feed(&mut e, &c, 2, 2_000, 90, 1.0, 0);
+    let tables = e.recompute(&[spec(&c, &[1.0, 1.0, 1.0])], 10 * DAY);
+    let keys = Segment::of(&visitor()).keys();
+    let table = &tables.campaigns["c"].segments[&keys[LEVELS - 1]];
+    let explore: f64 = table.explore.iter().sum();
+    let share = |arm: usize| table.explore[arm] / explore;
+    assert!(share(1) < 0.75 * share(2), "{:?}", table.explore);
+    assert!(share(1) > 0.0, "{:?}", table.explore);
 }
