@@ -258,8 +258,10 @@ impl Stat {
         self.rate_t = self.rate_t.max(at_ms);
     }
 
-    /// Keeps only `keep` of everything seen: what a detected change leaves of the old evidence.
-    fn scale(&mut self, keep: f64) {
+    /// Keeps only `keep` of everything seen by `at_ms`: what a detected change leaves of the old
+    /// evidence. Faded to `at_ms` first, so the cut falls on the sums as they stand then.
+    fn scale(&mut self, keep: f64, at_ms: i64, config: &BanditConfig, span: &Span) {
+        self.advance(at_ms, config, span);
         self.clicks *= keep;
         self.conversions *= keep;
         self.revenue *= keep;
@@ -270,8 +272,9 @@ impl Stat {
     }
 
     /// Values every conversion seen at `factor` times what it paid: what a detected change of
-    /// payout (and of nothing else) does to the old evidence.
-    fn reprice(&mut self, factor: f64) {
+    /// payout (and of nothing else) does to the old evidence. Faded to `at_ms` first, as `scale`.
+    fn reprice(&mut self, factor: f64, at_ms: i64, config: &BanditConfig, span: &Span) {
+        self.advance(at_ms, config, span);
         self.revenue *= factor;
         self.revenue_sq *= factor * factor;
     }
@@ -908,36 +911,30 @@ fn detect_changes(
             let price = c.last_payout[o].unwrap_or(rs / ks);
             let factor = price / mean;
             if rs > 0.0 {
-                c.recent[o].advance(now_ms, recent_config, &span);
-                c.recent[o].reprice(price / (rs / ks));
+                c.recent[o].reprice(price / (rs / ks), now_ms, recent_config, &span);
             }
             *paid = (ks, ks * price);
             for state in c.keys.values_mut() {
                 if let Some(stat) = state.stats.get_mut(o) {
-                    stat.advance(now_ms, config, &span);
-                    stat.reprice(factor);
+                    stat.reprice(factor, now_ms, config, &span);
                     state.dirty = true;
                 }
             }
-            c.whole[o].advance(now_ms, whole_config, &span);
-            c.whole[o].reprice(factor);
+            c.whole[o].reprice(factor, now_ms, whole_config, &span);
             changed += 1;
         } else if z_rate.abs() > config.change_z || z_payout.abs() > config.change_z {
             for state in c.keys.values_mut() {
                 if let Some(stat) = state.stats.get_mut(o) {
-                    stat.advance(now_ms, config, &span);
-                    stat.scale(config.change_keep);
+                    stat.scale(config.change_keep, now_ms, config, &span);
                     state.dirty = true;
                 }
             }
             // Both memories restart, so the old state in the recent one cannot set the detector
             // off again against a long memory that has already moved on.
-            c.whole[o].advance(now_ms, whole_config, &span);
-            c.whole[o].scale(config.change_keep);
-            c.recent[o].advance(now_ms, recent_config, &span);
-            c.recent[o].scale(config.change_keep);
-            c.predicted[o].advance(now_ms, recent_config, &span);
-            c.predicted[o].scale(config.change_keep);
+            let keep = config.change_keep;
+            c.whole[o].scale(keep, now_ms, whole_config, &span);
+            c.recent[o].scale(keep, now_ms, recent_config, &span);
+            c.predicted[o].scale(keep, now_ms, recent_config, &span);
             *paid = (ks * config.change_keep, rs * config.change_keep);
             changed += 1;
         }
