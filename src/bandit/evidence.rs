@@ -1338,19 +1338,41 @@ fn fit_model(
                     seen[g] += ev[arm].1;
                     expected[g] += ev[arm].0 * base * product(groups, &factor) / factor[g];
                 }
-                let base_variance = 1.0 / (support_all[arm] + a);
+                if sweep + 1 == sweeps {
+                    // Each group is held against the other groups of its dimension, not against
+                    // a base it dominates: the busiest group (phones, say) sets the base, agrees
+                    // with it by construction, and, its evidence the most precise, weighs most,
+                    // so a dimension looked 2.4 times as uniform as it is. Large scenario, seeds
+                    // 1-4: 0.882 / 0.937 of the oracle (whole run / second half) -> 0.886 /
+                    // 0.943, every seed better on both; drift, 48 seeds: 0.895 / 0.928 -> 0.894
+                    // / 0.930.
+                    let (all_k, all_m, all_m2) = (0..group_keys.len())
+                        .filter(|&g| expected[g] > 0.0 || seen[g] > 0.0)
+                        .fold((0.0, 0.0, 0.0), |(k, m, m2), g| {
+                            (k + seen[g], m + expected[g], m2 + expected[g] * expected[g])
+                        });
+                    for g in 0..group_keys.len() {
+                        let (k, m) = (seen[g], expected[g]);
+                        if m <= 0.0 && k <= 0.0 {
+                            continue;
+                        }
+                        let (rest_k, rest_m) = ((all_k - k).max(0.0), all_m - m);
+                        if rest_m <= 1e-12 * all_m {
+                            continue;
+                        }
+                        let theta = (rest_k + a) / (rest_m + a);
+                        strays[dim].push(Departure {
+                            seen: k,
+                            expected: m * theta,
+                            model_variance: 1.0 / (rest_k + a),
+                            reference_share: (all_m2 - m * m).max(0.0) / (rest_m * rest_m),
+                        });
+                    }
+                }
                 for (g, f) in factor.iter_mut().enumerate() {
                     // Only the groups of this dimension took sums in this pass.
                     if expected[g] > 0.0 || seen[g] > 0.0 {
                         *f = (seen[g] + shrink[dim]) / (expected[g] + shrink[dim]);
-                        if sweep + 1 == sweeps {
-                            strays[dim].push(Departure {
-                                seen: seen[g],
-                                expected: expected[g],
-                                model_variance: base_variance,
-                                reference_share: 0.0,
-                            });
-                        }
                     }
                 }
             }
@@ -1743,16 +1765,51 @@ mod model_tests {
     use rand::rngs::StdRng;
     use rand::{RngExt, SeedableRng};
 
-    /// Strength of each model dimension's shrinkage after 48 segments (6 countries, 2 devices,
-    /// 2 OSes, 2 carriers) of 2,000 clicks each, converting one second later at 3 % times a
-    /// per-country factor of spread `country_spread` and a per-segment one of `segment_spread`.
-    fn factor_strengths(country_spread: f64, segment_spread: f64) -> [f64; 4] {
-        let mut rng = StdRng::seed_from_u64(23);
+    /// Strength of each model dimension's shrinkage after the given segments' clicks, converting
+    /// one second later: `(segment, clicks per offer, each offer's conversion rate there)`.
+    fn strengths_after(world: &[(Segment, usize, Vec<f64>)], rng: &mut StdRng) -> [f64; 4] {
         let mut e = Evidence::new(BanditConfig {
             time_half_life_ms: 1e15,
             click_half_life: 1e12,
             ..BanditConfig::default()
         });
+        let offers: Vec<String> = (0..world[0].2.len()).map(|o| format!("o{o}")).collect();
+        for (segment, clicks, rates) in world {
+            for (offer, cr) in offers.iter().zip(rates) {
+                for _ in 0..*clicks {
+                    e.record_click("c", offer, segment, 0);
+                    if rng.random::<f64>() < *cr {
+                        e.record_conversion("c", offer, segment, 1.0, 0, 1_000);
+                    }
+                }
+            }
+        }
+        let spec = CampaignSpec {
+            id: "c".into(),
+            arms: offers
+                .iter()
+                .enumerate()
+                .map(|(fallback, offer)| ArmSpec {
+                    offer: offer.clone(),
+                    fallback,
+                    weight: 1.0,
+                    payout: 1.0,
+                })
+                .collect(),
+        };
+        // The first fit starts from the least strength; later ones use what it measured.
+        for minute in 1..4 {
+            e.recompute(std::slice::from_ref(&spec), minute * 60_000);
+        }
+        e.campaigns["c"].factor_strength
+    }
+
+    /// Strength of each model dimension's shrinkage after 48 segments (6 countries, 2 devices,
+    /// 2 OSes, 2 carriers) of 2,000 clicks each, converting at 3 % times a per-country factor of
+    /// spread `country_spread` and a per-segment one of `segment_spread`.
+    fn factor_strengths(country_spread: f64, segment_spread: f64) -> [f64; 4] {
+        let mut rng = StdRng::seed_from_u64(23);
+        let mut world = Vec::new();
         for country in ["US", "DE", "GB", "BR", "IN", "FR"] {
             let by_country = (country_spread * normal(&mut rng)).exp();
             for device in [Device::Phone, Device::Desktop] {
@@ -1765,30 +1822,12 @@ mod model_tests {
                             carrier: Some(carrier.into()),
                         };
                         let cr = 0.03 * by_country * (segment_spread * normal(&mut rng)).exp();
-                        for _ in 0..2_000 {
-                            e.record_click("c", "a", &segment, 0);
-                            if rng.random::<f64>() < cr {
-                                e.record_conversion("c", "a", &segment, 1.0, 0, 1_000);
-                            }
-                        }
+                        world.push((segment, 2_000, vec![cr]));
                     }
                 }
             }
         }
-        let spec = CampaignSpec {
-            id: "c".into(),
-            arms: vec![ArmSpec {
-                offer: "a".into(),
-                fallback: 0,
-                weight: 1.0,
-                payout: 1.0,
-            }],
-        };
-        // The first fit starts from the least strength; later ones use what it measured.
-        for minute in 1..4 {
-            e.recompute(std::slice::from_ref(&spec), minute * 60_000);
-        }
-        e.campaigns["c"].factor_strength
+        strengths_after(&world, &mut rng)
     }
 
     #[test]
@@ -1800,9 +1839,58 @@ mod model_tests {
 
     #[test]
     fn a_real_country_effect_is_fitted_freely() {
+        // The six country factors drawn have a squared relative spread of 0.16: a strength of 6.2.
         let strengths = factor_strengths(0.6, 0.1);
-        assert!(strengths[0] <= 5.0, "{strengths:?}");
+        assert!(strengths[0] <= 8.0, "{strengths:?}");
         assert!(strengths[1..].iter().all(|&s| s >= 30.0), "{strengths:?}");
+    }
+
+    #[test]
+    fn a_device_effect_shows_its_spread_though_phones_bring_most_of_the_traffic() {
+        // Ten offers, each with its own factor per device of mean 1 and squared relative spread
+        // e^(0.35²) − 1 = 0.13 (a strength of 7.7); phones bring 80 % of the clicks, and a tablet
+        // converts about a dozen times per offer.
+        let mut rng = StdRng::seed_from_u64(5);
+        let offers = 10;
+        let sigma: f64 = 0.35;
+        let factors: Vec<Vec<f64>> = (0..3)
+            .map(|_| {
+                (0..offers)
+                    .map(|_| (sigma * normal(&mut rng) - sigma * sigma / 2.0).exp())
+                    .collect()
+            })
+            .collect();
+        let realized = factors
+            .iter()
+            .flatten()
+            .map(|f| (f - 1.0).powi(2))
+            .sum::<f64>()
+            / (3 * offers) as f64;
+        let mut world = Vec::new();
+        for country in ["US", "DE", "GB", "BR", "IN", "FR"] {
+            for ((device, clicks), by_offer) in [
+                (Device::Phone, 3_000),
+                (Device::Desktop, 600),
+                (Device::Tablet, 200),
+            ]
+            .into_iter()
+            .zip(&factors)
+            {
+                let segment = Segment {
+                    country: Some(country.into()),
+                    device,
+                    os: Os::Android,
+                    carrier: None,
+                };
+                world.push((segment, clicks, by_offer.iter().map(|f| 0.01 * f).collect()));
+            }
+        }
+        let strengths = strengths_after(&world, &mut rng);
+        let truth = 1.0 / realized;
+        assert!(
+            (truth / 1.5..=truth * 1.5).contains(&strengths[1]),
+            "{strengths:?} against {truth}"
+        );
     }
 }
 
