@@ -1346,28 +1346,15 @@ fn fit_model(
                     // 1-4: 0.882 / 0.937 of the oracle (whole run / second half) -> 0.886 /
                     // 0.943, every seed better on both; drift, 48 seeds: 0.895 / 0.928 -> 0.894
                     // / 0.930.
-                    let (all_k, all_m, all_m2) = (0..group_keys.len())
+                    let groups: Vec<Child> = (0..group_keys.len())
                         .filter(|&g| expected[g] > 0.0 || seen[g] > 0.0)
-                        .fold((0.0, 0.0, 0.0), |(k, m, m2), g| {
-                            (k + seen[g], m + expected[g], m2 + expected[g] * expected[g])
-                        });
-                    for g in 0..group_keys.len() {
-                        let (k, m) = (seen[g], expected[g]);
-                        if m <= 0.0 && k <= 0.0 {
-                            continue;
-                        }
-                        let (rest_k, rest_m) = ((all_k - k).max(0.0), all_m - m);
-                        if rest_m <= 1e-12 * all_m {
-                            continue;
-                        }
-                        let theta = (rest_k + a) / (rest_m + a);
-                        strays[dim].push(Departure {
-                            seen: k,
-                            expected: m * theta,
-                            model_variance: 1.0 / (rest_k + a),
-                            reference_share: (all_m2 - m * m).max(0.0) / (rest_m * rest_m),
-                        });
-                    }
+                        .map(|g| Child {
+                            seen: seen[g],
+                            expected: expected[g],
+                            model_variance: 0.0,
+                        })
+                        .collect();
+                    hold_against_siblings(&groups, 1.0, a, &mut strays[dim]);
                 }
                 for (g, f) in factor.iter_mut().enumerate() {
                     // Only the groups of this dimension took sums in this pass.
@@ -1507,32 +1494,7 @@ fn level_strength(
     let mut departures = Vec::new();
     for parent in &order {
         for (arm, children) in families[parent].iter().enumerate() {
-            let prior_cr = priors[parent][arm].cr;
-            let (all_k, all_m, all_m2) = children.iter().fold((0.0, 0.0, 0.0), |(k, m, m2), c| {
-                (k + c.seen, m + c.expected, m2 + c.expected * c.expected)
-            });
-            for &Child {
-                seen: k,
-                expected: m,
-                model_variance,
-            } in children
-            {
-                // Each key is held against its siblings, not against a parent that contains it:
-                // a key that is its parent's only child cannot stray from it.
-                let (rest_k, rest_m) = ((all_k - k).max(0.0), all_m - m);
-                if rest_m <= 1e-12 * all_m {
-                    continue;
-                }
-                let theta = (rest_k + a) / (rest_m + a / prior_cr);
-                departures.push(Departure {
-                    seen: k,
-                    expected: m * theta,
-                    // The siblings' rate is itself uncertain (Poisson) ...
-                    model_variance: model_variance + 1.0 / (rest_k + a),
-                    // ... and strays as they do: fully for a single sibling, less for many.
-                    reference_share: (all_m2 - m * m).max(0.0) / (rest_m * rest_m),
-                });
-            }
+            hold_against_siblings(children, priors[parent][arm].cr, a, &mut departures);
         }
     }
     match heterogeneity(&departures, 1.0 / MAX_STRENGTH, 1.0 / a) {
@@ -1541,12 +1503,48 @@ fn level_strength(
     }
 }
 
-/// One key and arm as `level_strength` gathers them under their parent.
+/// Adds to `departures` each of `children` held against its siblings, not against a parent that
+/// contains it: a key that is its parent's only child cannot stray from it. `prior_cr` is the
+/// parent's rate relative to the children's expectations, the prior of the siblings' rate.
+fn hold_against_siblings(
+    children: &[Child],
+    prior_cr: f64,
+    a: f64,
+    departures: &mut Vec<Departure>,
+) {
+    let (all_k, all_m, all_m2) = children.iter().fold((0.0, 0.0, 0.0), |(k, m, m2), c| {
+        (k + c.seen, m + c.expected, m2 + c.expected * c.expected)
+    });
+    for &Child {
+        seen: k,
+        expected: m,
+        model_variance,
+    } in children
+    {
+        let (rest_k, rest_m) = ((all_k - k).max(0.0), all_m - m);
+        if rest_m <= 1e-12 * all_m {
+            continue;
+        }
+        let theta = (rest_k + a) / (rest_m + a / prior_cr);
+        departures.push(Departure {
+            seen: k,
+            expected: m * theta,
+            // The siblings' rate is itself uncertain (Poisson) ...
+            model_variance: model_variance + 1.0 / (rest_k + a),
+            // ... and strays as they do: fully for a single sibling, less for many.
+            reference_share: (all_m2 - m * m).max(0.0) / (rest_m * rest_m),
+        });
+    }
+}
+
+/// One key (or one group of a model dimension) and arm, among its siblings.
 #[derive(Clone, Copy, Debug)]
 struct Child {
     seen: f64,
-    /// Conversions expected at the model's rate.
+    /// Conversions expected at the model's rate (for a group: at the base and the other
+    /// dimensions' factors).
     expected: f64,
+    /// Squared relative uncertainty of that rate (none for a group: its siblings share it).
     model_variance: f64,
 }
 
