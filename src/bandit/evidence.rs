@@ -1344,8 +1344,8 @@ fn fit_model(
                     // with it by construction, and, its evidence the most precise, weighs most,
                     // so a dimension looked 2.4 times as uniform as it is. Large scenario, seeds
                     // 1-4: 0.882 / 0.937 of the oracle (whole run / second half) -> 0.886 /
-                    // 0.943, every seed better on both; drift, 48 seeds: 0.895 / 0.928 -> 0.894
-                    // / 0.930.
+                    // 0.943, every seed's second half better, seed 4's whole run worse (0.896 ->
+                    // 0.886); drift, 48 seeds: 0.895 / 0.928 -> 0.894 / 0.930.
                     let groups: Vec<Child> = (0..group_keys.len())
                         .filter(|&g| expected[g] > 0.0 || seen[g] > 0.0)
                         .map(|g| Child {
